@@ -1,0 +1,1 @@
+"""Subcommands of the ``spikeforge`` CLI, one module each (see :mod:`spikeforge.cli`)."""

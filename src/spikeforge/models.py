@@ -1,0 +1,129 @@
+"""The recipe networks, with the layer shapes of their reference tutorials.
+
+Inputs and outputs (T steps, B samples):
+    FcLif        Poisson spikes [T, B, 1, 28, 28] → spikes [T, B, 10]
+    CSNN         image [B, 1, 28, 28] (fed at every step) or [T, B, 1, 28, 28] → spikes [T, B, 10]
+    NmnistCSNN   event frames [T, B, 2, 34, 34] → (spikes, membrane) [T, B, 10] each
+    RLeakyNet    image [B, 1, 28, 28] (fed at every step) or [T, B, ...] → (spikes, membrane)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import Tensor, nn
+
+from .layer import SeqToBatch, seq
+from .neuron import IF, LIF, Leaky, RLeaky
+from .surrogate import ATan
+
+
+class FcLif(nn.Module):
+    """Flatten → Linear(784, 10, no bias) → LIF(τ): SpikingJelly's single-layer MNIST net."""
+
+    def __init__(self, tau: float = 2.0, in_features: int = 784, classes: int = 10) -> None:
+        super().__init__()
+        self.net = seq(nn.Flatten(), nn.Linear(in_features, classes, bias=False),
+                       LIF(tau=tau, surrogate=ATan()))
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        return self.net(x_seq)
+
+
+class CSNN(nn.Module):
+    """{Conv3x3(C)-BN-IF-MaxPool2}×2 → Linear(C·7·7, C·4·4)-IF → Linear(C·4·4, 10)-IF.
+
+    SpikingJelly's convolutional MNIST/Fashion-MNIST net, no conv/linear bias. A static image is
+    the same input at every step, so the first Conv-BN runs once and is broadcast over T.
+    """
+
+    def __init__(self, channels: int = 64, steps: int = 4, classes: int = 10) -> None:
+        super().__init__()
+        if channels < 1 or steps < 1:
+            raise ValueError(f"channels and steps must be >= 1, got {channels}, {steps}")
+        c = channels
+        self.steps = steps
+        self.stem = nn.Sequential(nn.Conv2d(1, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        self.body = seq(
+            IF(surrogate=ATan()), nn.MaxPool2d(2),
+            nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
+            IF(surrogate=ATan()), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(c * 7 * 7, c * 4 * 4, bias=False), IF(surrogate=ATan()),
+            nn.Linear(c * 4 * 4, classes, bias=False), IF(surrogate=ATan()),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4:
+            h = self.stem(x)
+            return self.body(h.unsqueeze(0).expand(self.steps, *h.shape))
+        return self.body(SeqToBatch(self.stem)(x))
+
+
+class NmnistCSNN(nn.Module):
+    """12C5-MP2-32C5-MP2-800FC10 with Leaky(β) neurons: snnTorch's N-MNIST tutorial net."""
+
+    def __init__(self, beta: float = 0.5, classes: int = 10) -> None:
+        super().__init__()
+        self.net = seq(
+            nn.Conv2d(2, 12, 5), nn.MaxPool2d(2), Leaky(beta, surrogate=ATan()),
+            nn.Conv2d(12, 32, 5), nn.MaxPool2d(2), Leaky(beta, surrogate=ATan()),
+            nn.Flatten(), nn.Linear(32 * 5 * 5, classes),
+            Leaky(beta, surrogate=ATan(), output="both"),
+        )
+
+    def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        return self.net(frames)
+
+
+class RLeakyNet(nn.Module):
+    """784 → 128 RLeaky(β) → 10 RLeaky(β): snnTorch's recurrent regression-as-classification net.
+
+    ``recurrence``: ``"linear"`` (all-to-all), ``"one_to_one"``, or ``"conv"`` (Conv3x3(8) →
+    MaxPool2 → convolutional RLeaky → Linear(8·14·14, 10) → RLeaky).
+    """
+
+    def __init__(self, beta: float = 0.9, steps: int = 10,
+                 recurrence: Literal["linear", "one_to_one", "conv"] = "linear",
+                 hidden: int = 128, classes: int = 10) -> None:
+        super().__init__()
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.steps = steps
+        if recurrence == "conv":
+            channels = 8
+            self.encoder: nn.Module = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1),
+                                                    nn.MaxPool2d(2))
+            self.hidden = RLeaky(beta, channels, recurrence="conv", surrogate=ATan())
+            self.readout = SeqToBatch(nn.Sequential(nn.Flatten(),
+                                                    nn.Linear(channels * 14 * 14, classes)))
+        else:
+            self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(784, hidden))
+            self.hidden = RLeaky(beta, hidden, recurrence=recurrence, surrogate=ATan())
+            self.readout = SeqToBatch(nn.Linear(hidden, classes))
+        self.output = RLeaky(beta, classes, recurrence="one_to_one" if recurrence == "one_to_one"
+                             else "linear", surrogate=ATan(), output="both")
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if x.dim() == 4:
+            h = self.encoder(x)
+            h = h.unsqueeze(0).expand(self.steps, *h.shape)
+        else:
+            h = SeqToBatch(self.encoder)(x)
+        return self.output(self.readout(self.hidden(h)))
+
+
+MODELS: dict[str, type[nn.Module]] = {
+    "fc-lif": FcLif,
+    "csnn": CSNN,
+    "nmnist-csnn": NmnistCSNN,
+    "rleaky": RLeakyNet,
+}
+
+
+def build(name: str, **kwargs) -> nn.Module:
+    """A recipe network by name (``fc-lif``, ``csnn``, ``nmnist-csnn``, ``rleaky``)."""
+    try:
+        cls = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None
+    return cls(**kwargs)
