@@ -35,19 +35,24 @@ class CSNN(nn.Module):
 
     SpikingJelly's convolutional MNIST/Fashion-MNIST net, no conv/linear bias. A static image is
     the same input at every step, so the first Conv-BN runs once and is broadcast over T.
+    ``pool="avg"`` swaps both max pools for 2×2 average pools (exportable to NIR exactly).
     """
 
-    def __init__(self, channels: int = 64, steps: int = 4, classes: int = 10) -> None:
+    def __init__(self, channels: int = 64, steps: int = 4, classes: int = 10,
+                 pool: Literal["max", "avg"] = "max") -> None:
         super().__init__()
         if channels < 1 or steps < 1:
             raise ValueError(f"channels and steps must be >= 1, got {channels}, {steps}")
+        if pool not in ("max", "avg"):
+            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
+        pool_cls = nn.MaxPool2d if pool == "max" else nn.AvgPool2d
         c = channels
         self.steps = steps
         self.stem = nn.Sequential(nn.Conv2d(1, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
         self.body = seq(
-            IF(surrogate=ATan()), nn.MaxPool2d(2),
+            IF(surrogate=ATan()), pool_cls(2),
             nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
-            IF(surrogate=ATan()), nn.MaxPool2d(2),
+            IF(surrogate=ATan()), pool_cls(2),
             nn.Flatten(), nn.Linear(c * 7 * 7, c * 4 * 4, bias=False), IF(surrogate=ATan()),
             nn.Linear(c * 4 * 4, classes, bias=False), IF(surrogate=ATan()),
         )
