@@ -1,0 +1,334 @@
+"""N-MNIST from a folder of ``.bin`` files, transformed by Tonic once and cached on disk.
+
+Layout read (offline, no archive and no file count needed): ``<root>/Train/<digit>/*.bin`` and
+``<root>/Test/<digit>/*.bin``, also under ``<root>/NMNIST/`` (Tonic's ``save_to`` layout). A
+``train.zip``/``test.zip`` found there is extracted safely; with ``download=True`` Tonic fetches
+the archive (checked by MD5) first. Sample order is Tonic's: digit folders, then file names,
+sorted.
+
+Transform of the reference recipe, done by Tonic itself::
+
+    Denoise(filter_time=denoise_us) -> ToFrame(sensor_size=(34, 34, 2), time_window=window_us)
+
+giving ``[T, 2, 34, 34]`` event counts, ``T`` per recording. The result of each sample is cached
+(:mod:`spikeforge.data.framecache`), so Denoise's Python loop runs once per sample, ever.
+Batches are ``(frames float32 [T_max, B, 2, 34, 34], labels int64 [B])``, shorter recordings
+zero-padded at the end exactly like ``tonic.collation.PadTensors(batch_first=False)``. They are
+assembled from the sparse cells directly on the target device (only the non-zeros travel).
+
+``augment=True`` rotates every training sample by an angle drawn uniformly from
+``[-rotation_deg, rotation_deg]`` (see :mod:`spikeforge.data.rotation`), one angle per sample
+for all its frames, from ``numpy.random.default_rng([seed, epoch, rank, batch])`` so a resumed
+epoch sees the same angles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from . import framecache
+from .binfmt import read_events
+from .framecache import SparseFrames
+from .rotation import rotate_sparse, rotation_sources
+from .sampling import batch_indices, num_batches
+from .sources import extract_zip
+
+SENSOR_SIZE = (34, 34, 2)
+FRAME_SHAPE = (2, 34, 34)
+CLASSES = [f"{i} - {w}" for i, w in enumerate(
+    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])]
+
+
+def _tonic():
+    try:
+        import tonic
+    except ImportError:
+        raise DataError("N-MNIST needs Tonic, which is not installed; run "
+                        "pip install 'spikeforge[nmnist]'.") from None
+    return tonic
+
+
+def transform_events(events: np.ndarray, denoise_us: float | None, time_window_us: float,
+                     name: str = "<events>") -> np.ndarray:
+    """Tonic's ``Denoise`` then ``ToFrame`` on N-MNIST events: int16 ``[T, 2, 34, 34]``."""
+    tonic = _tonic()
+    if len(events) and (events["x"].max() >= 34 or events["y"].max() >= 34
+                        or events["x"].min() < 0 or events["y"].min() < 0):
+        raise DataError(f"{name} has events outside the 34x34 N-MNIST sensor; it is not an "
+                        "N-MNIST recording, remove it from the folder.")
+    if denoise_us and len(events):
+        events = tonic.transforms.Denoise(filter_time=denoise_us)(events)
+    frames = tonic.transforms.ToFrame(sensor_size=SENSOR_SIZE, time_window=time_window_us)(events)
+    return frames.astype(np.int16, copy=False)
+
+
+def build_entry(source: str, target: str, denoise_us: float | None, time_window_us: float
+                ) -> bytes:
+    """Transform one ``.bin`` file and write its cache entry; returns the entry's bytes."""
+    stat = os.stat(source)
+    frames = transform_events(read_events(source), denoise_us, time_window_us, source)
+    data = framecache.encode(framecache.sparsify(frames), stat)
+    framecache.save(target, data)
+    return data
+
+
+def _split_dir_candidates(root: Path, split: str) -> list[Path]:
+    return [base / name for base in (root, root / "NMNIST") for name in (split, split.lower())]
+
+
+def _has_digit_dirs(path: Path) -> bool:
+    return path.is_dir() and any((path / str(d)).is_dir() for d in range(10))
+
+
+def locate_split(root: str | os.PathLike, train: bool, download: bool = False) -> Path:
+    """The ``Train``/``Test`` folder under ``root``, extracting or downloading it if needed."""
+    root = Path(root).expanduser()
+    split = "Train" if train else "Test"
+    candidates = _split_dir_candidates(root, split)
+    for candidate in candidates:
+        if _has_digit_dirs(candidate):
+            return candidate
+    archive_name = f"{split.lower()}.zip"
+    archives = [base / archive_name for base in (root / "NMNIST", root)]
+    archive = next((a for a in archives if a.is_file()), None)
+    if archive is None and download:
+        tonic = _tonic()
+        dataset = tonic.datasets.NMNIST
+        url = dataset.train_url if train else dataset.test_url
+        md5 = dataset.train_md5 if train else dataset.test_md5
+        archive = archives[0]
+        try:
+            tonic.download_utils.download_url(url, str(archive.parent), archive.name, md5)
+        except Exception as err:  # network errors of every kind end in one message
+            raise DataError(f"could not download N-MNIST {archive_name} into {archive.parent} "
+                            f"({err}); put the Train/Test folders of .bin files in {root}."
+                            ) from None
+    if archive is not None:
+        extract_zip(archive, archive.parent)
+        for candidate in candidates:
+            if _has_digit_dirs(candidate):
+                return candidate
+        raise DataError(f"{archive} holds no {split}/<digit>/ folders; it is not an N-MNIST "
+                        "archive, replace it.")
+    raise DataError(f"no N-MNIST {split} folder under {root} (looked for {split}/<digit>/*.bin "
+                    f"and NMNIST/{split}/); copy the .bin files there, pass download=True "
+                    "(--download), or make a simulated set with "
+                    f"'spikeforge data simulate-nmnist --out {root}'.")
+
+
+def list_split(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
+    """``.bin`` files of a split folder in Tonic's order, and their labels (folder digit)."""
+    files, labels = [], []
+    for digit in range(10):
+        folder = split_dir / str(digit)
+        if folder.is_dir():
+            names = sorted(e.name for e in os.scandir(folder)
+                           if e.name.endswith(".bin") and e.is_file())
+            files += [folder / n for n in names]
+            labels += [digit] * len(names)
+    if not files:
+        raise DataError(f"{split_dir} has digit folders but no .bin files in them; copy the "
+                        "N-MNIST recordings there.")
+    return files, torch.tensor(labels, dtype=torch.int64)
+
+
+def default_cache_root() -> Path:
+    """``$SPIKEFORGE_CACHE`` or ``~/.cache/spikeforge``."""
+    env = os.environ.get("SPIKEFORGE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "spikeforge"
+
+
+class NMNIST:
+    """N-MNIST train or test split (see module doc).
+
+    ``sample(i) -> (frames float32 [T, 2, 34, 34], label)``; ``events(i)`` the raw events;
+    ``batches(...)`` as :meth:`spikeforge.data.StaticDataset.batches` but yielding
+    ``(frames [T_max, B, 2, 34, 34], labels [B])``. ``workers > 1`` transforms uncached samples
+    in that many processes.
+    """
+
+    sensor_size = SENSOR_SIZE
+    classes = CLASSES
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        train: bool = True,
+        cache_dir: str | os.PathLike | None = None,
+        denoise_us: float | None = 10000,
+        time_window_us: float = 1000,
+        augment: bool = False,
+        download: bool = False,
+        workers: int = 0,
+        rotation_deg: float = 10.0,
+    ):
+        if time_window_us <= 0:
+            raise DataError(f"time_window_us must be positive, got {time_window_us}; "
+                            "use e.g. 1000 (1 ms frames).")
+        self.train = train
+        self.split_dir = locate_split(root, train, download)
+        self.files, self.labels = list_split(self.split_dir)
+        self.denoise_us = denoise_us or None
+        self.time_window_us = time_window_us
+        self.augment = augment
+        self.rotation_deg = rotation_deg
+        self.workers = workers
+        base = Path(cache_dir).expanduser() if cache_dir is not None else (
+            default_cache_root() / "nmnist"
+            / hashlib.sha1(str(self.split_dir.resolve()).encode()).hexdigest()[:16])
+        split = "train" if train else "test"
+        self.cache_dir = base / (f"{split}-denoise{_num(self.denoise_us or 0)}"
+                                 f"-window{_num(time_window_us)}")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __repr__(self) -> str:
+        return f"NMNIST({str(self.split_dir)!r}, {len(self)} recordings)"
+
+    def events(self, i: int) -> np.ndarray:
+        """Raw events of recording ``i``: structured array x, y, t (us), p (1 = ON)."""
+        return read_events(self.files[i])
+
+    def _entry_path(self, i: int) -> Path:
+        source = self.files[i]
+        return self.cache_dir / source.parent.name / (source.stem + ".frames")
+
+    def _cached(self, i: int) -> SparseFrames | None:
+        try:
+            stat = os.stat(self.files[i])
+        except OSError:
+            raise DataError(f"{self.files[i]} disappeared; rebuild the dataset object after "
+                            "changing the folder.") from None
+        return framecache.load(self._entry_path(i), stat)
+
+    def _build_args(self, i: int) -> tuple:
+        return str(self.files[i]), str(self._entry_path(i)), self.denoise_us, self.time_window_us
+
+    def _frames(self, indices: list[int], pool: Executor | None = None) -> list[SparseFrames]:
+        out = [self._cached(i) for i in indices]
+        missing = [j for j, entry in enumerate(out) if entry is None]
+        if missing:
+            args = [self._build_args(indices[j]) for j in missing]
+            if pool is not None and len(missing) > 1:
+                built = pool.map(build_entry, *zip(*args, strict=True),
+                                 chunksize=max(1, len(args) // (4 * self.workers)))
+            else:
+                built = (build_entry(*a) for a in args)
+            for j, data in zip(missing, built, strict=True):
+                out[j] = framecache.decode(data)
+        return out
+
+    def is_cached(self, i: int) -> bool:
+        """Whether sample ``i`` has a valid cache entry."""
+        return self._cached(i) is not None
+
+    def prepare(self, workers: int | None = None) -> int:
+        """Fill the cache for every sample; returns how many entries were built."""
+        todo = [i for i in range(len(self)) if not self.is_cached(i)]
+        workers = self.workers if workers is None else workers
+        with _pool(workers) as pool:
+            for start in range(0, len(todo), 1024):
+                self._frames(todo[start:start + 1024], pool)
+        return len(todo)
+
+    def sample(self, i: int) -> tuple[torch.Tensor, int]:
+        """Frames ``float32 [T, 2, 34, 34]`` of recording ``i`` (no augmentation), label."""
+        entry = self._frames([i])[0]
+        frames = torch.from_numpy(framecache.densify(entry, FRAME_SHAPE)).float()
+        return frames, int(self.labels[i])
+
+    def num_batches(self, batch_size: int, drop_last: bool = False, world_size: int = 1) -> int:
+        """Number of batches :meth:`batches` yields on each rank."""
+        return num_batches(len(self), batch_size, drop_last, world_size)
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: int = 0,
+        drop_last: bool = False,
+        device: str | torch.device = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+        start_batch: int = 0,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(frames float32 [T_max, B, 2, 34, 34], labels int64 [B])`` on ``device``."""
+        device = torch.device(device)
+        plan = batch_indices(len(self), batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
+                             drop_last=drop_last, rank=rank, world_size=world_size,
+                             start_batch=start_batch)
+        with _pool(self.workers) as pool:
+            for number, idx in enumerate(plan, start=start_batch):
+                entries = self._frames(idx.tolist(), pool)
+                if self.augment:
+                    rng = np.random.default_rng([seed, epoch, rank, number])
+                    angles = rng.uniform(-self.rotation_deg, self.rotation_deg, len(entries))
+                    sources = rotation_sources(torch.from_numpy(angles), FRAME_SHAPE[-1])
+                    entries = [rotate_sparse(e, s) for e, s in zip(entries, sources, strict=True)]
+                yield pad_batch(entries, device), self.labels[idx].to(device)
+
+    def torch_dataset(self) -> torch.utils.data.Dataset:
+        """A map-style ``torch.utils.data.Dataset``: ``ds[i] = sample(i)``; batch it with
+        ``tonic.collation.PadTensors(batch_first=False)``."""
+        return _TorchView(self)
+
+
+def pad_batch(entries: list[SparseFrames], device: torch.device) -> torch.Tensor:
+    """Dense ``float32 [T_max, B, 2, 34, 34]`` of sparse samples, zero-padded in time."""
+    cells = int(np.prod(FRAME_SHAPE))
+    batch = len(entries)
+    length = max(e.length for e in entries)
+    positions = []
+    for b, entry in enumerate(entries):
+        t, cell = np.divmod(entry.index, cells)
+        positions.append(t * (batch * cells) + b * cells + cell)
+    pos = torch.from_numpy(np.concatenate(positions))
+    val = torch.from_numpy(np.concatenate([e.count for e in entries]).astype(np.float32))
+    if device.type == "cuda":
+        pos = pos.pin_memory().to(device, non_blocking=True)
+        val = val.pin_memory().to(device, non_blocking=True)
+    out = torch.zeros(length * batch * cells, dtype=torch.float32, device=device)
+    out[pos] = val
+    return out.view(length, batch, *FRAME_SHAPE)
+
+
+@contextmanager
+def _pool(workers: int) -> Iterator[Executor | None]:
+    """A process pool when ``workers > 1``, else None; shut down on exit."""
+    if not workers or workers < 2:
+        yield None
+        return
+    executor = ProcessPoolExecutor(workers)
+    try:
+        yield executor
+    finally:
+        executor.shutdown(cancel_futures=True)
+
+
+class _TorchView(torch.utils.data.Dataset):
+    def __init__(self, dataset: NMNIST):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} samples")
+        return self.dataset.sample(i)
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
