@@ -1,0 +1,121 @@
+"""Real NIR clients read our files and fire the same spikes (each test skips when its client is
+absent). Their documented conventions, applied here:
+
+- snnTorch (``snntorch.import_nir.import_from_nir``): dt = 1e-4 s fixed; nir.LIF becomes
+  Leaky(β = 1 − dt/τ, threshold = v_th/(r·dt/τ), reset to zero); its Flatten keeps NIR's axes
+  (no batch axis), so it runs one sample at a time; state lives in the module (init_hidden).
+- Norse (``norse.torch.from_nir``): pass ``dt``; forward(x, state) -> (out, state).
+- SpikingJelly (``nir_exchange.import_from_nir``): pass ``dt``; forward(x, state) -> (out, state).
+"""
+
+import numpy as np
+import pytest
+import torch
+
+nir = pytest.importorskip("nir")
+
+from spikeforge import models  # noqa: E402
+from spikeforge.export import from_nir, to_nir  # noqa: E402
+
+T, B, DT = 25, 3, 1e-4
+
+
+@pytest.fixture(scope="module")
+def fc_lif(tmp_path_factory):
+    """(file, input [T, B, 1, 28, 28], spikeforge's spikes [T, B, 10])."""
+    torch.manual_seed(0)
+    net = models.build("fc-lif")
+    with torch.no_grad():
+        net.net[1].module.weight.mul_(8)
+    graph, report = to_nir(net, (1, 28, 28), dt=DT)
+    assert report.exact
+    path = tmp_path_factory.mktemp("nir") / "fc_lif.nir"
+    nir.write(path, graph)
+    x = (torch.rand(T, B, 1, 28, 28, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    with torch.no_grad():
+        spikes = net(x)
+    assert 0.05 < spikes.mean() < 0.9
+    return path, x, spikes
+
+
+def _stateful_run(module, x_seq):
+    state, out = None, []
+    for x in x_seq:
+        y, state = module(x, state)
+        out.append(y)
+    return torch.stack(out)
+
+
+def test_snntorch_imports_our_fc_lif(fc_lif):
+    pytest.importorskip("snntorch")
+    import snntorch.utils
+    from snntorch.import_nir import import_from_nir
+
+    path, x, want = fc_lif
+    net = import_from_nir(nir.read(path))
+    per_sample = []
+    for b in range(B):
+        snntorch.utils.reset(net)
+        with torch.no_grad():
+            per_sample.append(torch.stack([net(x[t, b])[0] for t in range(T)]))
+    assert torch.equal(torch.stack(per_sample, 1), want)
+
+
+def test_norse_imports_our_fc_lif(fc_lif):
+    norse = pytest.importorskip("norse.torch")
+    path, x, want = fc_lif
+    net = norse.from_nir(nir.read(path), dt=DT)
+    per_sample = []
+    for b in range(B):
+        with torch.no_grad():
+            per_sample.append(_stateful_run(net, x[:, b]))
+    assert torch.equal(torch.stack(per_sample, 1), want)
+
+
+def test_spikingjelly_imports_our_fc_lif_and_avg_pool_csnn(fc_lif, tmp_path):
+    pytest.importorskip("loguru")
+    exchange = pytest.importorskip("spikingjelly.activation_based.nir_exchange")
+    path, x, want = fc_lif
+    with torch.no_grad():
+        assert torch.equal(_stateful_run(exchange.import_from_nir(path, dt=DT), x), want)
+
+    torch.manual_seed(1)
+    csnn = models.build("csnn", channels=8, pool="avg").eval()
+    with torch.no_grad():
+        for bn in (csnn.stem[1], csnn.body[3].module):
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.bias.uniform_(0.0, 0.5)
+        for layer in (csnn.body[7].module, csnn.body[9].module):
+            layer.weight.mul_(6)
+        image = torch.rand(B, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+        want = csnn(image)
+        graph, _ = to_nir(csnn, (1, 28, 28), dt=DT)
+        nir.write(tmp_path / "csnn.nir", graph)
+        got = _stateful_run(exchange.import_from_nir(tmp_path / "csnn.nir", dt=DT),
+                            image.expand(4, *image.shape))
+    assert want.sum() > 0 and torch.equal(got, want)
+
+
+def test_a_leaky_written_by_snntorch_reads_back_spike_for_spike():
+    snn = pytest.importorskip("snntorch")
+    import snntorch.utils
+    from snntorch.export_nir import _extract_snntorch_module
+
+    torch.manual_seed(3)
+    fc = torch.nn.Linear(784, 10)
+    with torch.no_grad():
+        fc.weight.mul_(4)
+    leaky = snn.Leaky(beta=torch.full((10,), 0.9), threshold=torch.ones(10), init_hidden=True,
+                      reset_mechanism="zero")
+    # snnTorch's own node converter (its export_to_nir trips over nir 1.0.8's type checks)
+    graph = nir.NIRGraph.from_list(
+        nir.Flatten(input_type=np.array([1, 28, 28]), start_dim=0),
+        _extract_snntorch_module(fc), _extract_snntorch_module(leaky))
+    reference = torch.nn.Sequential(torch.nn.Flatten(), fc, leaky)
+    x = (torch.rand(T, B, 1, 28, 28, generator=torch.Generator().manual_seed(4)) < 0.3).float()
+    snntorch.utils.reset(reference)
+    with torch.no_grad():
+        want = torch.stack([reference(x[t]) for t in range(T)])
+        got = from_nir(graph)(x)
+    assert 0.05 < want.mean() < 0.9
+    assert torch.equal(got, want)
