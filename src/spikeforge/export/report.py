@@ -45,7 +45,8 @@ class ExportReport:
     def write(self, path: str | Path) -> Path:
         """Write the report as JSON to ``path`` and return it."""
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
         return path
 
     def __str__(self) -> str:
