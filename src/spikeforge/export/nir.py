@@ -73,6 +73,7 @@ class _Exporter:
         self.nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(input_shape))}
         self.edges: list[tuple[str, str]] = []
         self.last = "input"
+        self.key = ""  # the node being written
         self.report = ExportReport(dt=dt, input_shape=input_shape)
 
     def add(self, name: str, module: nn.Module, node: nir.NIRNode, shape) -> None:
@@ -88,9 +89,10 @@ class _Exporter:
 
     def out_shape(self, module: nn.Module) -> tuple[int, ...]:
         p = next(module.parameters(), None)
-        dtype = p.dtype if p is not None else torch.float32
+        like = p if p is not None else torch.zeros(())
         with torch.no_grad():
-            return tuple(module(torch.zeros(1, *self.shape, dtype=dtype)).shape[1:])
+            x = torch.zeros(1, *self.shape, dtype=like.dtype, device=like.device)
+            return tuple(module(x).shape[1:])
 
     def layer(self, name: str, module: nn.Module,
               bn: tuple[str, nn.BatchNorm2d] | None) -> None:
