@@ -1,0 +1,91 @@
+"""``spikeforge train RECIPE``: train a reference recipe into a run directory.
+
+    spikeforge train fc-lif --epochs 1 --data-dir DIR --out-dir runs/fc-lif
+    spikeforge train csnn --dataset fashion-mnist -T 4 -b 128 --amp
+    spikeforge train --resume runs/fc-lif [--epochs 200]
+
+Settings: recipe defaults < ``--config FILE.toml`` < flags (``spikeforge recipes`` lists them).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train a recipe (fc-lif, csnn, nmnist-csnn, rleaky, rleaky-membrane) into a run directory"
+
+#: flag destination -> TrainConfig field
+FIELDS = {"T": "T", "device": "device", "batch_size": "batch_size", "epochs": "epochs",
+          "workers": "workers", "data_dir": "data_dir", "amp": "amp", "opt": "opt",
+          "momentum": "momentum", "lr": "lr", "tau": "tau", "dataset": "dataset", "seed": "seed",
+          "channels": "channels", "max_batches": "max_batches", "download": "download"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", nargs="?",
+                        help="fc-lif, csnn, nmnist-csnn, rleaky or rleaky-membrane "
+                             "(optional with --resume)")
+    parser.add_argument("-T", type=int, help="time steps (N-MNIST: keep the first T frames)")
+    parser.add_argument("--device", help="auto (default: cuda if present), cpu, cuda, cuda:N")
+    parser.add_argument("-b", "--batch-size", type=int, help="batch size")
+    parser.add_argument("--epochs", type=int, help="number of epochs")
+    parser.add_argument("-j", "--workers", type=int,
+                        help="processes that build the N-MNIST frame cache")
+    parser.add_argument("--data-dir", help="folder with the dataset files")
+    parser.add_argument("--out-dir", help="run directory (default: runs/RECIPE)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last/")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run that --out-dir holds")
+    parser.add_argument("--amp", action="store_true", default=None,
+                        help="mixed precision (bf16 on CPU, fp16 on CUDA)")
+    parser.add_argument("--opt", help="optimizer: adam or sgd")
+    parser.add_argument("--momentum", type=float, help="SGD momentum")
+    parser.add_argument("--lr", type=float, help="learning rate")
+    parser.add_argument("--tau", type=float, help="LIF membrane time constant (fc-lif)")
+    parser.add_argument("--dataset", help="mnist or fashion-mnist (nmnist for nmnist-csnn)")
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--channels", type=int, help="convolution channels (csnn)")
+    parser.add_argument("--max-batches", type=int, metavar="N",
+                        help="cap train and test batches per epoch (smoke runs)")
+    parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
+    parser.add_argument("--no-download", dest="download", action="store_false", default=None,
+                        help="never download the dataset")
+    parser.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..errors import ConfigError
+    from ..train import recipes
+    from ..train.trainer import fit, resume_config
+
+    overrides = {field: getattr(args, dest) for dest, field in FIELDS.items()}
+    if args.resume:
+        if args.config:
+            raise ConfigError("--config cannot be combined with --resume; a resumed run keeps "
+                              "its own settings.")
+        if args.out_dir and Path(args.out_dir) != Path(args.resume):
+            raise ConfigError("--out-dir and --resume name different folders; --resume RUN_DIR "
+                              "continues the run in RUN_DIR, drop --out-dir.")
+        if args.overwrite:
+            raise ConfigError("--overwrite cannot be combined with --resume; choose one.")
+        config = resume_config(Path(args.resume),
+                               {"recipe": args.recipe, **overrides})
+        out_dir = Path(args.resume)
+    else:
+        if not args.recipe:
+            raise ConfigError("name a recipe (spikeforge train fc-lif) or continue a run with "
+                              "--resume RUN_DIR; `spikeforge recipes` lists the recipes.")
+        recipes.recipe_defaults(args.recipe)
+        file_settings = recipes.read_toml(args.config) if args.config else None
+        config = recipes.resolve(args.recipe, file_settings, overrides, config_path=args.config)
+        out_dir = Path(args.out_dir or Path("runs") / args.recipe)
+    print(f"{config.recipe}: {config.description}")
+    print(f"run directory: {out_dir}" + ("  (resumed)" if args.resume else ""))
+    history = fit(config, out_dir, resume=bool(args.resume), overwrite=args.overwrite,
+                  show_progress=not args.no_progress)
+    if history:
+        best = max(history, key=lambda row: row["test_acc"])
+        print(f"best test accuracy {best['test_acc']:.4f} at epoch {best['epoch']}; "
+              f"evaluate with: spikeforge eval {out_dir}")
+    return 0

@@ -1,0 +1,210 @@
+"""``fit``: a whole training run, top to bottom — data, model, epochs, logs, checkpoints.
+
+Every epoch ``e`` (0-based) trains on the data shuffled with ``(seed, e)``, Poisson-encodes
+with a generator seeded from ``(seed, TRAIN_STREAM, e, rank)``, steps the scheduler, evaluates
+on the test split (Poisson stream ``(seed, TEST_STREAM, rank)``, the same every epoch), then
+writes ``best/`` (when the test accuracy improved), ``last/``, the metrics files and the
+TensorBoard scalars. Every random stream is a function of the seed and the epoch, and the
+checkpoint holds the model, optimizer, scheduler, grad scaler and torch RNG states, so a run
+resumed from ``last/`` continues exactly as the uninterrupted run would have.
+
+Distributed hooks (filled in by DDP): ``rank``/``world_size`` pick each rank's shard of every
+epoch, ``reduce`` sums the epoch totals over ranks, and only rank 0 writes to the run directory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..errors import CheckpointError, ConfigError
+from . import checkpoint
+from .build import (
+    TEST_STREAM,
+    TRAIN_STREAM,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    build_task,
+    load_data,
+    resolve_device,
+    stream_seed,
+)
+from .loop import Diverged, evaluate, train_one_epoch
+from .recipes import RUNTIME_KEYS, TrainConfig, flag, validate
+from .run import check_out_dir, clear_run, read_config, write_config, write_metrics
+
+
+@dataclass
+class Dist:
+    """Where this process sits in a (possibly one-process) job."""
+
+    rank: int = 0
+    world_size: int = 1
+    reduce: Callable[[Tensor], Tensor] = lambda t: t
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resume_config(run_dir: Path, overrides: dict) -> TrainConfig:
+    """The saved config of ``run_dir`` with the runtime flags (device, epochs, ...) applied;
+    any other flag that differs from the saved run is refused."""
+    saved, _ = read_config(run_dir)
+    for key, value in overrides.items():
+        if value is None or getattr(saved, key) == value:
+            continue
+        if key not in RUNTIME_KEYS:
+            raise ConfigError(f"{flag(key)} {value} differs from the resumed run's "
+                              f"{getattr(saved, key)}; --resume continues {run_dir} with its own "
+                              f"settings (only {', '.join(flag(k) for k in RUNTIME_KEYS)} may "
+                              "change).")
+        setattr(saved, key, value)
+    return validate(saved)
+
+
+def _batches(dataset, config: TrainConfig, device, dist: Dist, *, train: bool, epoch: int):
+    kwargs = dict(shuffle=train, seed=config.seed, epoch=epoch,
+                  drop_last=config.drop_last and train, device=device, rank=dist.rank,
+                  world_size=dist.world_size)
+    total = dataset.num_batches(config.batch_size, kwargs["drop_last"], dist.world_size)
+    if config.max_batches is not None:
+        total = min(total, config.max_batches)
+    return itertools.islice(dataset.batches(config.batch_size, **kwargs), total), total
+
+
+def _generator(config: TrainConfig, device: torch.device, *keys: int) -> torch.Generator | None:
+    if config.encoding != "poisson":
+        return None
+    return torch.Generator(device).manual_seed(stream_seed(config.seed, *keys))
+
+
+def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
+        overwrite: bool = False, dist: Dist | None = None, show_progress: bool = True,
+        log: Callable[[str], None] = print) -> list[dict[str, float]]:
+    """Train ``config`` into ``out_dir`` (new, or resumed from its ``last/``); return the
+    metrics rows of every completed epoch."""
+    dist = dist or Dist()
+    out_dir = Path(out_dir)
+    device = resolve_device(config.device)
+    state = None
+    if resume:
+        if dist.is_main:
+            for name in ("last", "best"):
+                checkpoint.recover(out_dir, name)
+        state = checkpoint.load_state(checkpoint.locate(out_dir, "last"))
+    else:
+        check_out_dir(out_dir, overwrite)
+    train_set = load_data(config, "train")
+    test_set = load_data(config, "test")
+
+    torch.manual_seed(config.seed)
+    task = build_task(config)
+    model = build_model(config).to(device)
+    optimizer = build_optimizer(config, model.parameters())
+    scheduler = build_scheduler(config, optimizer)
+    amp_dtype = None
+    if config.amp:
+        amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
+    history: list[dict[str, float]] = []
+    best_acc, start_epoch = -1.0, 0
+    if state is not None:
+        checkpoint.load_weights(checkpoint.locate(out_dir, "last"), model, config.model)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+        except (KeyError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"{out_dir}/last/state.pt does not fit this run's optimizer "
+                                  f"({err}); the checkpoint is damaged.") from None
+        checkpoint.set_rng_state(state["rng"])
+        history, best_acc, start_epoch = state["history"], state["best_acc"], state["epoch"]
+
+    if dist.is_main:
+        if not resume:
+            if overwrite and out_dir.exists():
+                clear_run(out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+        write_config(out_dir, config)
+        write_metrics(out_dir, history)
+    writer = None
+    if dist.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out_dir / "tensorboard"),
+                               purge_step=start_epoch + 1 if start_epoch else None)
+    if start_epoch >= config.epochs and dist.is_main:
+        log(f"{out_dir} already finished {start_epoch} of {config.epochs} epochs; nothing to do "
+            "(raise --epochs to train longer).")
+    log_every = 20 if device.type == "cuda" else 1
+    shown = show_progress and dist.is_main
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            tick = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            batches, total = _batches(train_set, config, device, dist, train=True, epoch=epoch)
+            try:
+                train = train_one_epoch(
+                    model, task, batches, optimizer, num_batches=total, device=device,
+                    title=f"train {epoch + 1}/{config.epochs}", amp_dtype=amp_dtype,
+                    scaler=scaler if scaler.is_enabled() else None,
+                    generator=_generator(config, device, TRAIN_STREAM, epoch, dist.rank),
+                    reduce=dist.reduce, show_progress=shown, log_every=log_every)
+            except Diverged as err:
+                kept = f"{out_dir}/last still holds epoch {start_epoch}" if start_epoch else \
+                    "no checkpoint was written"
+                raise Diverged(f"{err} in epoch {epoch + 1}; training stopped and {kept}; lower "
+                               "--lr (or drop --amp) and train again.") from None
+            scheduler.step()
+            batches, total = _batches(test_set, config, device, dist, train=False, epoch=epoch)
+            test = evaluate(model, task, batches, num_batches=total, device=device,
+                            title=f"test  {epoch + 1}/{config.epochs}", amp_dtype=amp_dtype,
+                            generator=_generator(config, device, TEST_STREAM, dist.rank),
+                            reduce=dist.reduce, show_progress=shown, log_every=log_every)
+            if not math.isfinite(train.loss):
+                raise Diverged(f"the training loss of epoch {epoch + 1} is {train.loss}; "
+                               "training stopped; lower --lr and train again.")
+            row = {"epoch": epoch + 1, "train_loss": train.loss, "train_acc": train.acc,
+                   "test_loss": test.loss, "test_acc": test.acc,
+                   "train_img_per_s": train.img_per_s, "test_img_per_s": test.img_per_s,
+                   "lr": lr, "seconds": time.perf_counter() - tick}
+            history.append(row)
+            improved = test.acc > best_acc
+            best_acc = max(best_acc, test.acc)
+            start_epoch = epoch + 1
+            if dist.is_main:
+                state = {"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                         "rng": checkpoint.rng_state(), "best_acc": best_acc,
+                         "history": history}
+                if improved:
+                    checkpoint.save(out_dir, "best", model, state, config.model)
+                checkpoint.save(out_dir, "last", model, state, config.model)
+                write_metrics(out_dir, history)
+                for key, value in row.items():
+                    if key != "epoch":
+                        writer.add_scalar(_tb_tag(key), value, epoch + 1)
+                writer.flush()
+                log(f"epoch {epoch + 1}/{config.epochs}  train loss {train.loss:.4f} acc "
+                    f"{train.acc:.4f}  test loss {test.loss:.4f} acc {test.acc:.4f}  "
+                    f"{train.img_per_s:.0f} img/s  lr {lr:.3g}  {row['seconds']:.1f} s"
+                    + ("  (best)" if improved else ""))
+    finally:
+        if writer is not None:
+            writer.close()
+    return history
+
+
+def _tb_tag(key: str) -> str:
+    """``train_loss`` → ``loss/train``, ``test_img_per_s`` → ``img_per_s/test``."""
+    split, _, name = key.partition("_")
+    return f"{name}/{split}" if split in ("train", "test") else key
