@@ -1,0 +1,181 @@
+// Fused multi-step neuron loops for the CPU (float32, OpenMP over blocks of neurons).
+//
+// Layout: a sequence is [T, N] (N = every axis after time, contiguous); the input may repeat one
+// step for every t (x_stride_t = 0, a direct-encoded image). Each thread owns a block of neurons
+// and runs the whole time loop with the state in a small local array, so every tensor is read or
+// written once. Equations: spikeforge/kernels/reference.py and DESIGN §3. Built with
+// -ffp-contract=off and no fast-math, so every forward op rounds exactly as the reference loop's.
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef int64_t i64;
+
+enum { BLOCK = 256 };
+
+enum { IF_MODE = 0, LIF_DECAY_INPUT = 1, LIF_NO_DECAY_INPUT = 2 };
+enum { SG_ATAN = 0, SG_SIGMOID = 1, SG_FAST_SIGMOID = 2 };
+
+// dΘ/dx of the surrogate: ATan (c1 = α/2, c2 = π/2·α), Sigmoid (c1 = α), FastSigmoid (c1 = k).
+static inline float surrogate_grad(int kind, float c1, float c2, float x) {
+    if (kind == SG_ATAN) {
+        float z = c2 * x;
+        return (1.0f / (1.0f + z * z)) * c1;
+    }
+    if (kind == SG_SIGMOID) {
+        float sg = 1.0f / (1.0f + expf(-c1 * x));
+        return c1 * sg * (1.0f - sg);
+    }
+    float d = 1.0f + c1 * fabsf(x);
+    return 1.0f / (d * d);
+}
+
+static inline int threads_for(i64 work, int nthreads) {
+    return work < (1 << 15) ? 1 : nthreads;
+}
+
+extern "C" {
+
+// IF/LIF forward. h_out may be NULL (no backward needed). soft: v_reset unused, V = H − V_th·S.
+void if_lif_forward(const float* x, i64 x_stride_t, const float* v0, float* s_out, float* v_out,
+                    float* h_out, i64 T, i64 N, int mode, float tau, float v_th, float v_reset,
+                    int soft, int nthreads) {
+    const float v_r = soft ? 0.0f : v_reset;
+    const i64 nblocks = (N + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static) num_threads(threads_for(T * N, nthreads))
+    for (i64 b = 0; b < nblocks; ++b) {
+        const i64 lo = b * BLOCK;
+        const i64 n = (N - lo) < BLOCK ? (N - lo) : BLOCK;
+        float v[BLOCK];
+        memcpy(v, v0 + lo, n * sizeof(float));
+        for (i64 t = 0; t < T; ++t) {
+            const float* xt = x + t * x_stride_t + lo;
+            float* st = s_out + t * N + lo;
+            float* vt = v_out + t * N + lo;
+            float* ht = h_out ? h_out + t * N + lo : nullptr;
+            for (i64 i = 0; i < n; ++i) {
+                float h;
+                if (mode == IF_MODE) {
+                    h = v[i] + xt[i];
+                } else if (mode == LIF_DECAY_INPUT) {
+                    h = v[i] + (xt[i] - (v[i] - v_r)) / tau;
+                } else {
+                    h = v[i] - (v[i] - v_r) / tau + xt[i];
+                }
+                const float s = (h - v_th >= 0.0f) ? 1.0f : 0.0f;
+                const float vn = soft ? h - v_th * s : h * (1.0f - s) + v_reset * s;
+                st[i] = s;
+                vt[i] = vn;
+                v[i] = vn;
+                if (ht) ht[i] = h;
+            }
+        }
+    }
+}
+
+// IF/LIF backward from the saved H. gs/gv (dL/dS, dL/dV per step) may be NULL (zero).
+// dL/dH[t] = gS·Θ'(H−V_th) + (gV[t] + dL/dH[t+1]·∂H[t+1]/∂V[t])·∂V[t]/∂H[t], evaluated term by
+// term in the order autograd evaluates the reference loop, so the rounding matches closely.
+void if_lif_backward(const float* h, const float* gs, const float* gv, float* gx, float* gv0,
+                     i64 T, i64 N, int mode, float tau, float v_th, float v_reset, int soft,
+                     int detach_reset, int sg_kind, float c1, float c2, int nthreads) {
+    const i64 nblocks = (N + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static) num_threads(threads_for(T * N, nthreads))
+    for (i64 b = 0; b < nblocks; ++b) {
+        const i64 lo = b * BLOCK;
+        const i64 n = (N - lo) < BLOCK ? (N - lo) : BLOCK;
+        float carry[BLOCK];
+        memset(carry, 0, sizeof(carry));
+        for (i64 t = T - 1; t >= 0; --t) {
+            const i64 off = t * N + lo;
+            for (i64 i = 0; i < n; ++i) {
+                const float hh = h[off + i];
+                const float d = hh - v_th;
+                const float s = (d >= 0.0f) ? 1.0f : 0.0f;
+                const float g_v = gv ? gv[off + i] + carry[i] : carry[i];
+                float g_s = gs ? gs[off + i] : 0.0f;
+                float gh;
+                if (soft) {
+                    gh = g_v;
+                    if (!detach_reset) g_s = g_s + -(g_v * v_th);
+                } else {
+                    gh = g_v * (1.0f - s);
+                    if (!detach_reset) g_s = (g_s + -(g_v * hh)) + g_v * v_reset;
+                }
+                gh = g_s * surrogate_grad(sg_kind, c1, c2, d) + gh;
+                if (mode == IF_MODE) {
+                    gx[off + i] = gh;
+                    carry[i] = gh;
+                } else {
+                    const float g_tau = gh / tau;
+                    gx[off + i] = mode == LIF_DECAY_INPUT ? g_tau : gh;
+                    carry[i] = gh + -g_tau;
+                }
+            }
+        }
+        if (gv0) memcpy(gv0 + lo, carry, n * sizeof(float));
+    }
+}
+
+// Leaky forward (snnTorch): R = Θ(U[t−1] − thr) strict; subtract U = β·U + X − R·thr,
+// zero U = β·(1 − R)·U + X; S = Θ(U − thr) strict. beta is per neuron [N].
+void leaky_forward(const float* x, i64 x_stride_t, const float* u0, const float* beta,
+                   float* s_out, float* u_out, i64 T, i64 N, float thr, int reset_zero,
+                   int nthreads) {
+    const i64 nblocks = (N + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static) num_threads(threads_for(T * N, nthreads))
+    for (i64 b = 0; b < nblocks; ++b) {
+        const i64 lo = b * BLOCK;
+        const i64 n = (N - lo) < BLOCK ? (N - lo) : BLOCK;
+        float u[BLOCK];
+        memcpy(u, u0 + lo, n * sizeof(float));
+        for (i64 t = 0; t < T; ++t) {
+            const float* xt = x + t * x_stride_t + lo;
+            float* st = s_out + t * N + lo;
+            float* ut = u_out + t * N + lo;
+            for (i64 i = 0; i < n; ++i) {
+                const float r = (u[i] - thr > 0.0f) ? 1.0f : 0.0f;
+                const float bi = beta[lo + i];
+                const float un = reset_zero ? bi * (1.0f - r) * u[i] + xt[i]
+                                            : bi * u[i] + xt[i] - r * thr;
+                st[i] = (un - thr > 0.0f) ? 1.0f : 0.0f;
+                ut[i] = un;
+                u[i] = un;
+            }
+        }
+    }
+}
+
+// Leaky backward from the saved membrane U [T, N] and U[−1] = u0. gs/gu may be NULL;
+// gbeta (per neuron, summed over t) may be NULL when β is fixed.
+void leaky_backward(const float* u, const float* u0, const float* beta, const float* gs,
+                    const float* gu, float* gx, float* gu0, float* gbeta, i64 T, i64 N,
+                    float thr, int reset_zero, int sg_kind, float c1, float c2, int nthreads) {
+    const i64 nblocks = (N + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static) num_threads(threads_for(T * N, nthreads))
+    for (i64 b = 0; b < nblocks; ++b) {
+        const i64 lo = b * BLOCK;
+        const i64 n = (N - lo) < BLOCK ? (N - lo) : BLOCK;
+        float carry[BLOCK];
+        float gb[BLOCK];
+        memset(carry, 0, sizeof(carry));
+        memset(gb, 0, sizeof(gb));
+        for (i64 t = T - 1; t >= 0; --t) {
+            const i64 off = t * N + lo;
+            const float* uprev = t > 0 ? u + off - N : u0 + lo;
+            for (i64 i = 0; i < n; ++i) {
+                const float sg = surrogate_grad(sg_kind, c1, c2, u[off + i] - thr);
+                const float g = (gu ? gu[off + i] : 0.0f) + (gs ? gs[off + i] * sg : 0.0f)
+                                + carry[i];
+                gx[off + i] = g;
+                const float keep = reset_zero ? ((uprev[i] - thr > 0.0f) ? 0.0f : 1.0f) : 1.0f;
+                carry[i] = g * beta[lo + i] * keep;
+                gb[i] += g * keep * uprev[i];
+            }
+        }
+        if (gu0) memcpy(gu0 + lo, carry, n * sizeof(float));
+        if (gbeta) memcpy(gbeta + lo, gb, n * sizeof(float));
+    }
+}
+
+}  // extern "C"
