@@ -27,8 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import Executor
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +40,7 @@ from .framecache import SparseFrames
 from .rotation import rotate_sparse, rotation_sources
 from .sampling import batch_indices, num_batches
 from .sources import extract_zip
+from .workers import process_pool
 
 SENSOR_SIZE = (34, 34, 2)
 FRAME_SHAPE = (2, 34, 34)
@@ -81,22 +81,26 @@ def build_entry(source: str, target: str, denoise_us: float | None, time_window_
     return data
 
 
-def _split_dir_candidates(root: Path, split: str) -> list[Path]:
-    return [base / name for base in (root, root / "NMNIST") for name in (split, split.lower())]
-
-
-def _has_digit_dirs(path: Path) -> bool:
-    return path.is_dir() and any((path / str(d)).is_dir() for d in range(10))
+def find_split_dir(root: str | os.PathLike, train: bool) -> Path | None:
+    """The existing ``Train``/``Test`` folder (with digit sub-folders) under ``root`` or
+    ``root/NMNIST``, or None; nothing is extracted or downloaded."""
+    root = Path(root).expanduser()
+    split = "Train" if train else "Test"
+    for base in (root, root / "NMNIST"):
+        for name in (split, split.lower()):
+            candidate = base / name
+            if candidate.is_dir() and any((candidate / str(d)).is_dir() for d in range(10)):
+                return candidate
+    return None
 
 
 def locate_split(root: str | os.PathLike, train: bool, download: bool = False) -> Path:
     """The ``Train``/``Test`` folder under ``root``, extracting or downloading it if needed."""
     root = Path(root).expanduser()
     split = "Train" if train else "Test"
-    candidates = _split_dir_candidates(root, split)
-    for candidate in candidates:
-        if _has_digit_dirs(candidate):
-            return candidate
+    found = find_split_dir(root, train)
+    if found is not None:
+        return found
     archive_name = f"{split.lower()}.zip"
     archives = [base / archive_name for base in (root / "NMNIST", root)]
     archive = next((a for a in archives if a.is_file()), None)
@@ -114,9 +118,9 @@ def locate_split(root: str | os.PathLike, train: bool, download: bool = False) -
                             ) from None
     if archive is not None:
         extract_zip(archive, archive.parent)
-        for candidate in candidates:
-            if _has_digit_dirs(candidate):
-                return candidate
+        found = find_split_dir(root, train)
+        if found is not None:
+            return found
         raise DataError(f"{archive} holds no {split}/<digit>/ folders; it is not an N-MNIST "
                         "archive, replace it.")
     raise DataError(f"no N-MNIST {split} folder under {root} (looked for {split}/<digit>/*.bin "
@@ -236,7 +240,7 @@ class NMNIST:
         """Fill the cache for every sample; returns how many entries were built."""
         todo = [i for i in range(len(self)) if not self.is_cached(i)]
         workers = self.workers if workers is None else workers
-        with _pool(workers) as pool:
+        with process_pool(workers) as pool:
             for start in range(0, len(todo), 1024):
                 self._frames(todo[start:start + 1024], pool)
         return len(todo)
@@ -269,7 +273,7 @@ class NMNIST:
         plan = batch_indices(len(self), batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
                              drop_last=drop_last, rank=rank, world_size=world_size,
                              start_batch=start_batch)
-        with _pool(self.workers) as pool:
+        with process_pool(self.workers) as pool:
             for number, idx in enumerate(plan, start=start_batch):
                 entries = self._frames(idx.tolist(), pool)
                 if self.augment:
@@ -302,19 +306,6 @@ def pad_batch(entries: list[SparseFrames], device: torch.device) -> torch.Tensor
     out = torch.zeros(length * batch * cells, dtype=torch.float32, device=device)
     out[pos] = val
     return out.view(length, batch, *FRAME_SHAPE)
-
-
-@contextmanager
-def _pool(workers: int) -> Iterator[Executor | None]:
-    """A process pool when ``workers > 1``, else None; shut down on exit."""
-    if not workers or workers < 2:
-        yield None
-        return
-    executor = ProcessPoolExecutor(workers)
-    try:
-        yield executor
-    finally:
-        executor.shutdown(cancel_futures=True)
 
 
 class _TorchView(torch.utils.data.Dataset):

@@ -20,13 +20,14 @@ pan-tilt unit through three saccades of ~105 ms along a triangle, the digit slid
 3. *Noise*: each event's timestamp gets Gaussian latency jitter (``latency_jitter_us``), and
    background activity adds ``noise_hz`` random events per pixel per second (random polarity).
 
-Every sample draws its randomness from ``numpy.random.default_rng([seed, index])``, so a
+Every sample draws its randomness from ``numpy.random.default_rng([*seed, index])``, so a
 sample's recording depends only on its image, ``seed`` and ``index``, not on how many are
 simulated together. Output: events sorted by time, fields x, y, t (us), p (1 = ON).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -133,13 +134,13 @@ def _change_events(log_i: np.ndarray, c_on: np.ndarray, c_off: np.ndarray,
 
 def simulate_saccades(
     images: np.ndarray | torch.Tensor,
-    indices: np.ndarray | list[int],
-    seed: int = 0,
+    indices: Sequence[int],
+    seed: int | Sequence[int] = 0,
     config: SaccadeConfig | None = None,
 ) -> list[np.ndarray]:
     """Event recordings of ``images`` (uint8 ``[B, 28, 28]``), one structured array each.
 
-    ``indices`` (one per image) and ``seed`` select each sample's random stream.
+    Sample ``j`` draws from ``numpy.random.default_rng([*seed, indices[j]])``.
     """
     cfg = config or SaccadeConfig()
     images = np.asarray(images, dtype=np.float64) / 255.0
@@ -149,7 +150,8 @@ def simulate_saccades(
     if len(indices) != len(images):
         raise ValueError("one index per image is needed")
     n, sensor = len(images), cfg.sensor
-    rngs = [np.random.default_rng([seed, i]) for i in indices]
+    seeds = [seed] if isinstance(seed, int) else list(seed)
+    rngs = [np.random.default_rng([*seeds, i]) for i in indices]
     steps = cfg.duration_us // cfg.step_us + 1
     times = np.arange(steps) * cfg.step_us
     vertex_t = np.arange(len(cfg.path_px)) * cfg.saccade_us

@@ -1,0 +1,115 @@
+"""``spikeforge data``: inspect, fetch, simulate and pre-cache datasets.
+
+    spikeforge data info DIR [--json] [--no-checksums]
+    spikeforge data download mnist|fashion-mnist [--data-dir D]
+    spikeforge data simulate-nmnist --mnist-dir D --out DIR [--limit N] [--seed S] [--workers W]
+    spikeforge data prepare-nmnist ROOT [--split train|test|both] [--cache-dir C] [--workers W]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "inspect, download, simulate (N-MNIST from MNIST) and pre-cache datasets"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    info = sub.add_parser("info", help="what a data folder holds: counts per split and class, "
+                          "checksums")
+    info.add_argument("folder", help="folder with MNIST-format files or an N-MNIST tree")
+    info.add_argument("--json", action="store_true", help="print the report as JSON")
+    info.add_argument("--no-checksums", action="store_true",
+                      help="skip hashing the N-MNIST recordings (faster on large trees)")
+
+    download = sub.add_parser("download", help="fetch MNIST or Fashion-MNIST, verified by SHA-256")
+    download.add_argument("dataset", choices=["mnist", "fashion-mnist"])
+    download.add_argument("--data-dir", help="where to put the files (default: "
+                          "$SPIKEFORGE_DATA or ~/.cache/spikeforge/data/<dataset>)")
+
+    sim = sub.add_parser("simulate-nmnist", help="turn MNIST into an N-MNIST-style tree of .bin "
+                         "recordings (three simulated saccades per digit)")
+    sim.add_argument("--mnist-dir", required=True, help="folder with the MNIST IDX files")
+    sim.add_argument("--out", required=True, help="output folder (gets Train/ and Test/)")
+    sim.add_argument("--limit", type=int, help="only the first N images of each split")
+    sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sim.add_argument("--workers", type=int, default=1, help="processes to use (default 1)")
+
+    prep = sub.add_parser("prepare-nmnist", help="run Denoise + ToFrame once for every "
+                          "recording and fill the frame cache")
+    prep.add_argument("root", help="N-MNIST folder (with Train/ and Test/ or NMNIST/...)")
+    prep.add_argument("--split", choices=["train", "test", "both"], default="both")
+    prep.add_argument("--cache-dir", help="cache folder (default: ~/.cache/spikeforge/nmnist)")
+    prep.add_argument("--workers", type=int, default=1, help="processes to use (default 1)")
+    prep.add_argument("--download", action="store_true", help="download N-MNIST if absent")
+
+
+def _print_report(report: dict) -> None:
+    print(f"{report['folder']}")
+    for entry in report["idx"]:
+        if "error" in entry:
+            print(f"  {entry['path']}: ERROR {entry['error']}")
+            continue
+        shape = "x".join(str(s) for s in entry["shape"])
+        known = entry["known"] or "not an official file"
+        print(f"  {entry['path']}: {entry['kind']} {shape} {entry['dtype']}, "
+              f"sha256 {entry['sha256']} ({known})")
+        if "per_class" in entry:
+            print(f"    per class: {entry['per_class']}")
+    for split, entry in report["nmnist"].items():
+        if "error" in entry:
+            print(f"  N-MNIST {split} {entry['folder']}: ERROR {entry['error']}")
+            continue
+        print(f"  N-MNIST {split} {entry['folder']}: {entry['recordings']} recordings, "
+              f"{entry['bytes']} bytes" + (f", sha256 {entry['sha256']}" if "sha256" in entry
+                                            else ""))
+        print(f"    per class: {entry['per_class']}")
+    if "simulation" in report:
+        print(f"  simulated: {report['simulation'].get('generator', '?')}, seed "
+              f"{report['simulation'].get('seed', '?')}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.data_command == "info":
+        from ..data.survey import survey
+
+        report = survey(args.folder, checksums=not args.no_checksums)
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            _print_report(report)
+        return 0
+    if args.data_command == "download":
+        from ..data import load_dataset
+
+        for split in ("train", "test"):
+            ds = load_dataset(args.dataset, split, data_dir=args.data_dir, download=True)
+            print(f"{args.dataset} {split}: {len(ds)} images, per class {ds.class_counts()}")
+        return 0
+    if args.data_command == "simulate-nmnist":
+        from ..data.simulate import write_nmnist_tree
+        from ..errors import ConfigError
+
+        if args.limit is not None and args.limit < 1:
+            raise ConfigError(f"--limit must be at least 1, got {args.limit}.")
+        summary = write_nmnist_tree(args.mnist_dir, args.out, limit=args.limit, seed=args.seed,
+                                    workers=args.workers,
+                                    log=lambda m: print(m, file=sys.stderr, flush=True))
+        for split, entry in summary["splits"].items():
+            print(f"{args.out}/{split}: {entry['recordings']} recordings, per class "
+                  f"{entry['per_class']}")
+        return 0
+    if args.data_command == "prepare-nmnist":
+        from ..data.nmnist import NMNIST
+
+        splits = {"train": [True], "test": [False], "both": [True, False]}[args.split]
+        for train in splits:
+            ds = NMNIST(args.root, train=train, cache_dir=args.cache_dir, download=args.download,
+                        workers=args.workers)
+            built = ds.prepare()
+            print(f"{ds.split_dir}: {len(ds)} recordings, {built} newly cached in {ds.cache_dir}")
+        return 0
+    raise AssertionError(args.data_command)

@@ -1,0 +1,78 @@
+"""Write a simulated N-MNIST tree from MNIST: ``Train/<digit>/NNNNN.bin``, ``Test/...``.
+
+Recording ``i`` of a split (MNIST index ``i``, file ``{i + 1:05d}.bin`` in its label's folder)
+comes from :func:`spikeforge.data.saccade.simulate_saccades` with seed ``[seed, split, i]``
+(split 0 = train, 1 = test), so it is the same however the work is chunked or resumed. Files
+already present are kept (each was written complete, by rename), so an interrupted run resumes.
+``simulation.json`` at the top records the generator, its parameters and the counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from .binfmt import write_events
+from .saccade import SaccadeConfig, simulate_saccades
+from .static import load_dataset
+from .workers import process_pool
+
+SPLITS = (("Train", "train", 0), ("Test", "test", 1))
+CHUNK = 32
+
+
+def _simulate_chunk(images: np.ndarray, indices: list[int], paths: list[str],
+                    seed: tuple[int, int], config: SaccadeConfig) -> int:
+    """Simulate and write one chunk; returns the number of events written."""
+    recordings = simulate_saccades(images, indices, seed, config)
+    for path, events in zip(paths, recordings, strict=True):
+        write_events(path, events)
+    return sum(len(r) for r in recordings)
+
+
+def write_nmnist_tree(
+    mnist_dir: str | os.PathLike | None,
+    out: str | os.PathLike,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    workers: int = 0,
+    config: SaccadeConfig | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> dict:
+    """Simulate the first ``limit`` (default all) MNIST images of each split into ``out``."""
+    cfg = config or SaccadeConfig()
+    out = Path(out)
+    summary = {"generator": f"spikeforge {__version__} saccade simulator", "seed": seed,
+               "config": cfg.to_dict(), "splits": {}}
+    with process_pool(workers) as pool:
+        for folder, split, split_id in SPLITS:
+            mnist = load_dataset("mnist", split, data_dir=mnist_dir, download=False)
+            n = len(mnist) if limit is None else min(limit, len(mnist))
+            labels = mnist.labels[:n].tolist()
+            paths = [out / folder / str(label) / f"{i + 1:05d}.bin"
+                     for i, label in enumerate(labels)]
+            for digit in range(10):
+                (out / folder / str(digit)).mkdir(parents=True, exist_ok=True)
+            todo = [i for i in range(n) if not paths[i].exists()]
+            jobs = [todo[k:k + CHUNK] for k in range(0, len(todo), CHUNK)]
+            args = [(mnist.images[job].numpy(), job, [str(paths[i]) for i in job],
+                     (seed, split_id), cfg) for job in jobs]
+            results = (pool.map(_simulate_chunk, *zip(*args, strict=True)) if pool and args
+                       else (_simulate_chunk(*a) for a in args))
+            done = n - len(todo)
+            for job, _ in zip(jobs, results, strict=True):
+                done += len(job)
+                if done % (CHUNK * 64) < len(job) or done == n:
+                    log(f"{folder}: {done}/{n} recordings")
+            summary["splits"][folder] = {"recordings": n,
+                                         "per_class": np.bincount(labels, minlength=10).tolist()}
+    tmp = out / f".simulation.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, out / "simulation.json")
+    return summary
