@@ -38,7 +38,7 @@ from .report import Approximation
 TAG = "spikeforge_neuron"
 
 _MEMBRANE_OUTPUT = ("the layer also returns its membrane potential, which a NIR graph cannot "
-                    "output; only its spikes are exported")
+                    "output; only its spikes can be exported")
 
 
 def _full(shape: tuple[int, ...], value) -> np.ndarray:
@@ -57,8 +57,8 @@ def _if_lif(module: LIF, shape, dt: float, name: str, key: str,
     if v_reset is None:
         approximations.append(Approximation(
             name, key, "soft-reset", kind,
-            "soft reset (V − V_th after a spike) has no NIR form; written as NIR's reset to "
-            "v_reset = 0"))
+            "soft reset (V − V_th after a spike) has no NIR form; the nearest is NIR's reset "
+            "to v_reset = 0"))
         v_reset = 0.0
     elif v_reset != 0.0:
         approximations.append(Approximation(
@@ -97,7 +97,8 @@ def _leaky(module: Leaky, shape, dt: float, name: str, key: str,
     if module.reset == "subtract":
         approximations.append(Approximation(
             name, key, "subtract-reset", written,
-            "subtract reset (U − thr after a spike) has no NIR form; written as NIR's reset to 0"))
+            "subtract reset (U − thr after a spike) has no NIR form; the nearest is NIR's reset "
+            "to 0"))
     if module.output == "both":
         approximations.append(Approximation(name, key, "membrane-output", written,
                                             _MEMBRANE_OUTPUT))
@@ -123,8 +124,8 @@ def _rleaky(module: RLeaky, shape, dt: float, name: str, key: str,
               "spike")
     approximations.append(Approximation(
         name, key, "recurrent-reset", "NIRGraph",
-        f"{detail}; written as a recurrent subgraph (neuron ⇄ recurrent weights, fed back one "
-        "step late) whose neuron resets to 0 and keeps its input"))
+        f"{detail}; the nearest NIR form is a recurrent subgraph (neuron ⇄ recurrent weights, "
+        "fed back one step late) whose neuron resets to 0 and keeps its input"))
     if module.output == "both":
         approximations.append(Approximation(name, key, "membrane-output", "NIRGraph",
                                             _MEMBRANE_OUTPUT))

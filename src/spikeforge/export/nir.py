@@ -161,12 +161,12 @@ class _Exporter:
                     padding=_pair(module.padding))
         if self.binary:
             node: nir.NIRNode = nir.SumPool2d(**args)
-            detail = ("NIR has no max pooling; written as SumPool2d, which equals the max of "
-                      "binary spikes only when at most one spike falls in each window")
+            detail = ("NIR has no max pooling; the nearest node is SumPool2d, which equals the "
+                      "max of binary spikes only when at most one spike falls in each window")
         else:
             node = nir.AvgPool2d(**args)
-            detail = ("NIR has no max pooling; written as AvgPool2d (the window mean instead of "
-                      "the window maximum)")
+            detail = ("NIR has no max pooling; the nearest node is AvgPool2d (the window mean "
+                      "instead of the window maximum)")
         self.report.approximations.append(
             Approximation(name, self.key, "max-pool", type(node).__name__, detail))
         return node

@@ -1,0 +1,81 @@
+"""``spikeforge export RUN_DIR --nir FILE.nir``: a trained run to NIR, with a report beside it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..errors import ConfigError
+
+HELP = "export a trained run to NIR (neuromorphic hardware / other frameworks)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by train")
+    parser.add_argument("--nir", metavar="FILE", required=True,
+                        help="NIR file to write; FILE.report.json is written beside it")
+    parser.add_argument("--approximate", action="store_true",
+                        help="write the nearest NIR node where there is no exact one (max "
+                             "pooling, subtract/soft reset, RLeaky) and list each change in "
+                             "the report, instead of refusing")
+    parser.add_argument("--which", choices=("best", "last"), default="best",
+                        help="checkpoint to export (default: best)")
+    parser.add_argument("--dt", type=float, default=None,
+                        help="seconds per network step written into the time constants "
+                             "(default: 1e-4, as snnTorch and SpikingJelly assume)")
+    parser.add_argument("--input-shape", metavar="C,H,W", default=None,
+                        help="one input sample without T and B (default: from the recipe)")
+
+
+def _input_shape(model, text: str | None) -> tuple[int, ...]:
+    from ..models import CSNN, FcLif, NmnistCSNN, RLeakyNet
+
+    if text is not None:
+        try:
+            shape = tuple(int(s) for s in text.split(","))
+        except ValueError:
+            shape = ()
+        if not shape or min(shape) < 1:
+            raise ConfigError(f"--input-shape {text!r} is not a list of positive sizes; "
+                              "write it like 1,28,28")
+        return shape
+    if isinstance(model, NmnistCSNN):
+        return (2, 34, 34)
+    if isinstance(model, (CSNN, RLeakyNet)):
+        return (1, 28, 28)
+    if isinstance(model, FcLif):
+        n = model.net[1].module.in_features
+        return (1, 28, 28) if n == 784 else (n,)
+    raise ConfigError(f"cannot tell the input shape of a {type(model).__name__}; pass "
+                      "--input-shape, e.g. 1,28,28")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import nir
+
+        from ..export import DEFAULT_DT, to_nir
+    except ImportError:
+        raise ConfigError("spikeforge export needs the NIR package; install it with "
+                          "pip install 'spikeforge[nir]'") from None
+    dt = DEFAULT_DT if args.dt is None else args.dt
+    if not (0 < dt < float("inf")):
+        raise ConfigError(f"--dt {args.dt} must be a positive number of seconds, e.g. 1e-4")
+    from ..train.run import load_run
+
+    loaded = load_run(args.run_dir, which=args.which)
+    model = loaded.model.eval()
+    graph, report = to_nir(model, _input_shape(model, args.input_shape), dt=dt,
+                           approximate=args.approximate)
+    report.notes.insert(0, f"exported from {loaded.run_dir} ({loaded.recipe}, {args.which} "
+                           f"checkpoint, epoch {loaded.epoch})")
+    path = Path(args.nir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    nir.write(partial, graph)
+    os.replace(partial, path)
+    report_path = report.write(path.with_name(f"{path.name}.report.json"))
+    print(report)
+    print(f"wrote {path} and {report_path}")
+    return 0
