@@ -112,12 +112,14 @@ def encode_idx(array: np.ndarray) -> bytes:
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
     """Write ``array`` as an IDX file, gzip-compressed when ``path`` ends in ``.gz``.
 
-    Written to a temporary name and renamed, so the file is either complete or absent.
+    Missing parent folders are made. Written to a temporary name and renamed, so the file is
+    either complete or absent.
     """
     path = Path(path)
     data = encode_idx(array)
     if path.suffix == ".gz":
         data = gzip.compress(data, mtime=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from functools import lru_cache
-from pathlib import Path
 
 import torch
 
@@ -126,9 +124,9 @@ def canonical_name(name: str) -> str:
     return ALIASES[key]
 
 
-@lru_cache(maxsize=8)
-def _read_pair(images_path: str, labels_path: str, _stamp: tuple) -> tuple[torch.Tensor,
-                                                                          torch.Tensor]:
+def read_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``uint8 [N, H, W]`` and labels ``int64 [N]`` from two IDX files, validated."""
     images = read_idx(images_path)
     labels = read_idx(labels_path)
     if images.dtype != "uint8" or images.ndim != 3:
@@ -144,15 +142,6 @@ def _read_pair(images_path: str, labels_path: str, _stamp: tuple) -> tuple[torch
         raise DataError(f"{labels_path} has label {int(labels.max())} outside 0-9; it is not "
                         "an MNIST-family labels file.")
     return torch.from_numpy(images), torch.from_numpy(labels.astype("int64"))
-
-
-def read_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images ``uint8 [N, H, W]`` and labels ``int64 [N]`` from two IDX files, validated."""
-    stamp = tuple((s.st_size, s.st_mtime_ns) for s in (os.stat(p) for p in
-                                                       (images_path, labels_path)
-                                                       if Path(p).exists()))
-    return _read_pair(str(images_path), str(labels_path), stamp)
 
 
 def load_dataset(

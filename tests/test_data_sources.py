@@ -1,0 +1,190 @@
+"""Local folders first, then downloads checked by SHA-256, against a server on 127.0.0.1."""
+
+import gzip
+import hashlib
+import http.server
+import socket
+import threading
+import zipfile
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from spikeforge.data import load_dataset
+from spikeforge.data.idx import encode_idx, write_idx
+from spikeforge.data.sources import (
+    FASHION_MNIST,
+    DatasetSource,
+    RemoteFile,
+    download_file,
+    extract_zip,
+    locate_idx,
+    search_dirs,
+)
+from spikeforge.errors import DataError
+
+PAYLOAD = encode_idx(np.arange(1000, dtype=np.int32) % 251)
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    hits: Counter
+    files: dict
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.hits[self.path] += 1
+        kind, _, name = self.path.strip("/").partition("/")
+        if kind == "missing" or name not in self.files:
+            self.send_error(404)
+            return
+        body = gzip.compress(self.files[name], mtime=0)
+        if kind == "corrupt":
+            body = gzip.compress(self.files[name][:-1] + b"\x01", mtime=0)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if kind == "drop":  # half the promised bytes, then the connection closes
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server():
+    hits = Counter()
+    handler = type("Handler", (_Handler,), {"hits": hits, "files": {"f.gz": PAYLOAD}})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield base, hits, handler.files
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_good_download_is_verified_and_renamed(server, tmp_path):
+    base, hits, _ = server
+    dest = download_file([f"{base}/good/f.gz"], tmp_path / "f.gz", SHA, backoff=0)
+    assert gzip.decompress(dest.read_bytes()) == PAYLOAD
+    assert _leftovers(tmp_path) == ["f.gz"]
+    assert hits["/good/f.gz"] == 1
+
+
+def test_corrupt_file_is_not_written(server, tmp_path):
+    base, hits, _ = server
+    with pytest.raises(DataError, match="checksum mismatch") as info:
+        download_file([f"{base}/corrupt/f.gz"], tmp_path / "f.gz", SHA, backoff=0)
+    assert "f.gz" in str(info.value) and str(tmp_path) in str(info.value)
+    assert _leftovers(tmp_path) == []
+    assert hits["/corrupt/f.gz"] == 1  # wrong content is not retried
+
+
+def test_dropped_connection_is_retried_then_reported(server, tmp_path):
+    base, hits, _ = server
+    with pytest.raises(DataError, match="connection dropped after") as info:
+        download_file([f"{base}/drop/f.gz"], tmp_path / "f.gz", SHA, retries=3, backoff=0)
+    assert "could not download f.gz from any mirror" in str(info.value)
+    assert hits["/drop/f.gz"] == 3
+    assert _leftovers(tmp_path) == []
+
+
+def test_next_mirror_after_failures(server, tmp_path):
+    base, hits, _ = server
+    urls = [f"{base}/missing/f.gz", f"{base}/drop/f.gz", f"{base}/good/f.gz"]
+    dest = download_file(urls, tmp_path / "f.gz", SHA, retries=2, backoff=0)
+    assert gzip.decompress(dest.read_bytes()) == PAYLOAD
+    assert (hits["/missing/f.gz"], hits["/drop/f.gz"], hits["/good/f.gz"]) == (1, 2, 1)
+
+
+def test_timeout_is_retried_then_reported(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # accepts connections, never answers
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/f.gz"
+        with pytest.raises(DataError, match="timed out"):
+            download_file([url], tmp_path / "f.gz", SHA, retries=2, timeout=0.2, backoff=0)
+    finally:
+        listener.close()
+    assert _leftovers(tmp_path) == []
+
+
+def _tiny_source(base, images, labels):
+    files = {}
+    pairs = []
+    for stem, array in (("train-images-idx3-ubyte", images), ("train-labels-idx1-ubyte", labels)):
+        raw = encode_idx(array)
+        files[stem + ".gz"] = raw
+        pairs.append(RemoteFile(stem, hashlib.sha256(raw).hexdigest()))
+    source = DatasetSource(name="tiny", title="Tiny", mirrors=(f"{base}/good/",),
+                           files={"train": tuple(pairs)}, subdirs=("",))
+    return source, files
+
+
+def test_locate_downloads_into_data_dir_then_reuses(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPIKEFORGE_DATA", str(tmp_path / "default"))
+    base, hits, served = server
+    images = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28)
+    source, files = _tiny_source(base, images, np.array([1, 2, 3], np.uint8))
+    served.update(files)
+    paths = locate_idx(source, "train", tmp_path / "d", download=True)
+    assert [p.name for p in paths] == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+    assert all(p.parent == tmp_path / "d" for p in paths)
+    assert locate_idx(source, "train", tmp_path / "d", download=False) == paths
+    assert sum(hits.values()) == 2
+
+
+def test_offline_without_files_says_where_and_what(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPIKEFORGE_DATA", str(tmp_path / "default"))
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", "test", data_dir=tmp_path / "mine", download=False)
+    message = str(info.value)
+    assert str(tmp_path / "mine") in message and str(tmp_path / "default" / "mnist") in message
+    assert "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz" in message
+    assert "\n" not in message
+
+
+def test_search_order_data_dir_then_default_then_system(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPIKEFORGE_DATA", str(tmp_path / "default"))
+    source = replace(FASHION_MNIST, system_dirs=(str(tmp_path / "system"),))
+    dirs = search_dirs(source, tmp_path / "mine")
+    assert dirs[0] == tmp_path / "mine"
+    assert dirs[-2:] == [tmp_path / "default" / "fashion-mnist", tmp_path / "system"]
+    for folder, value in (("system", 1), ("default/fashion-mnist", 2), ("mine/FashionMNIST/raw", 3)):
+        write_idx(tmp_path / folder / "t10k-images-idx3-ubyte.gz",
+                  np.full((2, 28, 28), value, np.uint8))
+        write_idx(tmp_path / folder / "t10k-labels-idx1-ubyte", np.zeros(2, np.uint8))
+        images, _ = locate_idx(source, "test", tmp_path / "mine", download=False)
+        assert images.parent == tmp_path / folder
+
+
+def test_extract_zip_refuses_paths_outside_target(tmp_path):
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w") as zf:
+        zf.writestr("Train/3/00001.bin", b"\x01\x02\x03\x04\x05")
+    extract_zip(good, tmp_path / "out")
+    assert (tmp_path / "out" / "Train" / "3" / "00001.bin").read_bytes() == b"\x01\x02\x03\x04\x05"
+
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("Train/0/ok.bin", b"12345")
+        zf.writestr("../escaped.bin", b"12345")
+    with pytest.raises(DataError, match="unsafe member '../escaped.bin'"):
+        extract_zip(evil, tmp_path / "out2")
+    assert not (tmp_path / "escaped.bin").exists()
+    assert not (tmp_path / "out2" / "Train").exists()  # checked before anything is written
+
+    (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(DataError, match="not a valid zip archive"):
+        extract_zip(tmp_path / "broken.zip", tmp_path / "out3")
