@@ -161,7 +161,8 @@ def test_search_order_data_dir_then_default_then_system(tmp_path, monkeypatch):
     dirs = search_dirs(source, tmp_path / "mine")
     assert dirs[0] == tmp_path / "mine"
     assert dirs[-2:] == [tmp_path / "default" / "fashion-mnist", tmp_path / "system"]
-    for folder, value in (("system", 1), ("default/fashion-mnist", 2), ("mine/FashionMNIST/raw", 3)):
+    places = (("system", 1), ("default/fashion-mnist", 2), ("mine/FashionMNIST/raw", 3))
+    for folder, value in places:
         write_idx(tmp_path / folder / "t10k-images-idx3-ubyte.gz",
                   np.full((2, 28, 28), value, np.uint8))
         write_idx(tmp_path / folder / "t10k-labels-idx1-ubyte", np.zeros(2, np.uint8))

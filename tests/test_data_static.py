@@ -106,7 +106,7 @@ def test_constructor_checks_and_classes():
 def test_loads_from_data_dir_any_name(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (7, 28, 28), dtype=np.uint8)
     write_idx(tmp_path / "MNIST" / "raw" / "t10k-images.idx3-ubyte", images)
-    write_idx(tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz", np.arange(7, dtype=np.uint8))
+    write_idx(tmp_path / "MNIST/raw/t10k-labels-idx1-ubyte.gz", np.arange(7, dtype=np.uint8))
     ds = load_dataset("MNIST", "test", data_dir=tmp_path, download=False)
     assert ds.name == "mnist" and ds.classes[3] == "3 - three"
     assert torch.equal(ds.images, torch.from_numpy(images))
