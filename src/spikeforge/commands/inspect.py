@@ -47,8 +47,9 @@ def _check_range(flag: str, first: int, count: int, size: int) -> None:
     if count < 1:
         raise ConfigError(f"--grid {count} must be at least 1.")
     if first < 0 or first + count > size:
-        what = f"{flag} {first}" if count == 1 else f"samples {first} to {first + count - 1}"
-        raise ConfigError(f"{what} is out of range; the test set has {size} samples "
+        what = f"{flag} {first} is" if count == 1 else \
+            f"--grid {count} from --start {first} (samples {first} to {first + count - 1}) is"
+        raise ConfigError(f"{what} out of range; the test set has {size} samples "
                           f"(0 to {size - 1}).")
 
 
