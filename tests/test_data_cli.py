@@ -1,0 +1,99 @@
+"""``spikeforge data ...``: reports, simulated N-MNIST from the real MNIST, one-line errors."""
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spikeforge.cli import main
+from spikeforge.data import write_idx
+
+MNIST_DIR = Path("/work/shared/data/mnist")
+
+
+def _tiny_mnist(folder, n=12):
+    rng = np.random.default_rng(0)
+    for split in ("train", "t10k"):
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz",
+                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", np.arange(n, dtype=np.uint8) % 10)
+    return folder
+
+
+def test_info_reports_idx_files(tmp_path, capsys):
+    _tiny_mnist(tmp_path)
+    assert main(["data", "info", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    labels = [e for e in report["idx"] if e["kind"] == "labels"]
+    assert len(report["idx"]) == 4 and len(labels) == 2
+    assert labels[0]["per_class"] == [2, 2, 1, 1, 1, 1, 1, 1, 1, 1]
+    assert all(e["known"] is None for e in report["idx"])  # not the official files
+    assert main(["data", "info", str(tmp_path)]) == 0
+    assert "images 12x28x28 uint8" in capsys.readouterr().out
+
+
+def test_info_flags_a_damaged_file_and_an_empty_folder(tmp_path, capsys):
+    _tiny_mnist(tmp_path)
+    bad = tmp_path / "train-images-idx3-ubyte.gz"
+    bad.write_bytes(gzip.compress(struct.pack(">HBBIII", 0, 8, 3, 2, 28, 28) + bytes(20)))
+    assert main(["data", "info", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{bad}: ERROR {bad} holds 20 data bytes but its header (2, 28, 28) needs 1568" in out
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "info", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spikeforge: error: ") and err.count("\n") == 1
+    assert "holds no MNIST-format" in err and "Traceback" not in err
+
+
+def test_simulate_from_damaged_mnist_fails_cleanly(tmp_path, capsys):
+    mnist = _tiny_mnist(tmp_path / "mnist")
+    images = mnist / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:-30])
+    out = tmp_path / "out"
+    code = main(["data", "simulate-nmnist", "--mnist-dir", str(mnist), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and str(images) in err
+    assert not out.exists() or not any(out.rglob("*.bin"))
+    assert main(["data", "simulate-nmnist", "--mnist-dir", str(mnist), "--out", str(out),
+                 "--limit", "0"]) == 2
+
+
+@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="real MNIST not available")
+def test_simulate_real_mnist_parsed_by_tonic(tmp_path, capsys):
+    tonic = pytest.importorskip("tonic")
+    from spikeforge.data.binfmt import read_events
+    from spikeforge.data.nmnist import NMNIST
+
+    out = tmp_path / "nmnist"
+    args = ["data", "simulate-nmnist", "--mnist-dir", str(MNIST_DIR), "--out", str(out),
+            "--limit", "4"]
+    assert main(args) == 0
+    files = sorted(out.rglob("*.bin"))
+    # MNIST train starts 5, 0, 4, 1; test starts 7, 2, 1, 0 (files named by 1-based index)
+    assert [f.relative_to(out).as_posix() for f in files] == [
+        "Test/0/00004.bin", "Test/1/00003.bin", "Test/2/00002.bin", "Test/7/00001.bin",
+        "Train/0/00002.bin", "Train/1/00004.bin", "Train/4/00003.bin", "Train/5/00001.bin"]
+    for f in files:
+        theirs = tonic.io.read_mnist_file(str(f), dtype=tonic.datasets.NMNIST.dtype)
+        assert 1000 < len(theirs) < 12000
+        np.testing.assert_array_equal(theirs, read_events(f))
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    assert main(args) == 0  # a second run keeps what is there
+    assert [f.stat().st_mtime_ns for f in files] == mtimes
+    summary = json.loads((out / "simulation.json").read_text())
+    assert summary["splits"]["Test"] == {"recordings": 4,
+                                         "per_class": [1, 1, 1, 0, 0, 0, 0, 1, 0, 0]}
+    capsys.readouterr()
+    assert main(["data", "info", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["nmnist"]["Train"]["per_class"] == [1, 1, 0, 0, 1, 1, 0, 0, 0, 0]
+    assert len(report["nmnist"]["Train"]["sha256"]) == 64
+    cache = tmp_path / "cache"
+    assert main(["data", "prepare-nmnist", str(out), "--cache-dir", str(cache)]) == 0
+    assert len(list(cache.rglob("*.frames"))) == 8
+    x, y = next(NMNIST(out, train=False, cache_dir=cache).batches(4))
+    assert x.shape[1:] == (4, 2, 34, 34) and y.tolist() == [0, 1, 2, 7]
