@@ -79,6 +79,14 @@ def test_spike_raster_has_one_mark_per_spike(tmp_path):
     np.testing.assert_array_equal(highlighted, offsets[:, 1] == 7)
 
 
+def test_spike_raster_of_a_silent_layer_says_so(tmp_path):
+    out = viz.spike_raster(np.zeros((4, 10)), tmp_path / "s.png")
+    check_image(out.path, out.figure)
+    assert len(out.marks.get_offsets()) == 0
+    assert [t.get_text() for t in out.figure.axes[0].texts] == ["no spikes"]
+    assert out.figure.axes[1].get_xlim() == pytest.approx((0, 1.1))
+
+
 def test_layer_rates_one_bar_per_layer_in_order(tmp_path):
     rates = {"net.1 IF [64x28x28]": 0.08, "net.4 IF [256]": 0.02, "net.6 IF [10]": 0.3}
     out = viz.layer_rates(rates, tmp_path / "r.png")

@@ -101,6 +101,10 @@ def spike_raster(s, path: str | os.PathLike, title: str = "Output layer spikes",
     ax.grid(True, axis="y", alpha=0.2)
     bar_colours = [style.HIGHLIGHT_COLOUR if k == highlight else "0.4" for k in range(n)]
     side.barh(range(n), counts, color=bar_colours, height=0.7)
+    side.set_xlim(0, max(float(counts.max()), 1.0) * 1.1)
+    if len(t) == 0:
+        ax.text(0.5, 0.5, "no spikes", transform=ax.transAxes, ha="center", va="center",
+                color="0.4")
     side.set_xlabel("spikes")
     side.set_title("count")
     side.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=3))
