@@ -29,9 +29,10 @@ _C = ctypes.c_int
 
 _SIGNATURES = {
     "if_lif_forward": [_P, _I, _P, _P, _P, _P, _I, _I, _C, _F, _F, _F, _C, _C],
-    "if_lif_backward": [_P, _P, _P, _P, _P, _I, _I, _C, _F, _F, _F, _C, _C, _C, _F, _F, _C],
+    "if_lif_backward": [_P, _P, _I, _P, _I, _P, _P, _I, _I, _C, _F, _F, _F, _C, _C, _C, _F, _F,
+                        _C],
     "leaky_forward": [_P, _I, _P, _P, _P, _P, _I, _I, _F, _C, _C],
-    "leaky_backward": [_P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _F, _C, _C, _F, _F, _C],
+    "leaky_backward": [_P, _P, _P, _P, _I, _P, _I, _P, _P, _P, _I, _I, _F, _C, _C, _F, _F, _C],
 }
 
 
@@ -72,12 +73,16 @@ def _surrogate_args(surrogate: Surrogate) -> tuple[int, float, float]:
 
 def _seq_input(x_seq: Tensor) -> tuple[Tensor, int]:
     """``x_seq`` as float32 [T, N] data with a time stride (0 for one step repeated T times)."""
-    x = x_seq.float() if x_seq.dtype != torch.float32 else x_seq
-    step = x[0]
-    if step.is_contiguous() and x.shape[0] > 0 and (x.stride(0) == 0 or x.shape[0] == 1):
-        return x, 0
-    x = x.contiguous()
-    return x, step.numel()
+    if x_seq.stride(0) == 0 or x_seq.shape[0] == 1:
+        return x_seq[0].float().contiguous(), 0
+    return x_seq.float().contiguous(), x_seq[0].numel()
+
+
+def _seq_grad(g: Tensor | None, like: Tensor) -> tuple[Tensor, int]:
+    """An incoming gradient as :func:`_seq_input` data; zeros (stride 0) when there is none."""
+    if g is None:
+        return torch.zeros(like[0].shape), 0
+    return _seq_input(g)
 
 
 def _f32(t: Tensor | None) -> Tensor | None:
@@ -121,10 +126,10 @@ class _IfLif(torch.autograd.Function):
         gx = torch.empty_like(h)
         gv0 = torch.empty(h.shape[1:]) if ctx.needs_input_grad[1] else None
         kind, c1, c2 = _surrogate_args(surrogate)
-        g_s, g_v = _f32(g_s), _f32(g_v)  # kept alive across the call
+        (g_s, s_stride), (g_v, v_stride) = _seq_grad(g_s, h), _seq_grad(g_v, h)
         library().if_lif_backward(
-            h.data_ptr(), _ptr(g_s), _ptr(g_v), gx.data_ptr(), _ptr(gv0),
-            h.shape[0], h[0].numel(), _mode(tau, decay_input), float(tau or 1.0),
+            h.data_ptr(), g_s.data_ptr(), s_stride, g_v.data_ptr(), v_stride, gx.data_ptr(),
+            _ptr(gv0), h.shape[0], h[0].numel(), _mode(tau, decay_input), float(tau or 1.0),
             float(v_threshold), float(v_reset or 0.0), int(v_reset is None), int(detach_reset),
             kind, c1, c2, torch.get_num_threads(),
         )
@@ -190,11 +195,11 @@ class _Leaky(torch.autograd.Function):
         gu0 = torch.empty_like(u0) if ctx.needs_input_grad[1] else None
         gbeta = torch.empty_like(b) if ctx.needs_input_grad[2] else None
         kind, c1, c2 = _surrogate_args(surrogate)
-        g_s, g_u = _f32(g_s), _f32(g_u)  # kept alive across the call
+        (g_s, s_stride), (g_u, u_stride) = _seq_grad(g_s, us), _seq_grad(g_u, us)
         library().leaky_backward(
-            us.data_ptr(), u0.data_ptr(), b.data_ptr(), _ptr(g_s), _ptr(g_u),
-            gx.data_ptr(), _ptr(gu0), _ptr(gbeta), us.shape[0], u0.numel(), float(threshold),
-            int(reset_zero), kind, c1, c2, torch.get_num_threads(),
+            us.data_ptr(), u0.data_ptr(), b.data_ptr(), g_s.data_ptr(), s_stride, g_u.data_ptr(),
+            u_stride, gx.data_ptr(), _ptr(gu0), _ptr(gbeta), us.shape[0], u0.numel(),
+            float(threshold), int(reset_zero), kind, c1, c2, torch.get_num_threads(),
         )
         u_shape, beta_shape = ctx.shapes
         if gu0 is not None:

@@ -16,30 +16,30 @@ enum { BLOCK = 256 };
 enum { IF_MODE = 0, LIF_DECAY_INPUT = 1, LIF_NO_DECAY_INPUT = 2 };
 enum { SG_ATAN = 0, SG_SIGMOID = 1, SG_FAST_SIGMOID = 2 };
 
-// dΘ/dx of the surrogate: ATan (c1 = α/2, c2 = π/2·α), Sigmoid (c1 = α), FastSigmoid (c1 = k).
-static inline float surrogate_grad(int kind, float c1, float c2, float x) {
-    if (kind == SG_ATAN) {
-        float z = c2 * x;
+// dΘ/dx of the surrogate: ATan (c1 = α/2, c2 = π/2·α), Sigmoid (c1 = α), FastSigmoid (c1 = k),
+// in the operation order of spikeforge.surrogate (x / y there is reciprocal(y)·x).
+template <int KIND>
+static inline float surrogate_grad(float c1, float c2, float x) {
+    if (KIND == SG_ATAN) {
+        const float z = c2 * x;
         return (1.0f / (1.0f + z * z)) * c1;
     }
-    if (kind == SG_SIGMOID) {
-        float sg = 1.0f / (1.0f + expf(-c1 * x));
+    if (KIND == SG_SIGMOID) {
+        const float sg = 1.0f / (1.0f + expf(-(c1 * x)));
         return c1 * sg * (1.0f - sg);
     }
-    float d = 1.0f + c1 * fabsf(x);
+    const float d = 1.0f + c1 * fabsf(x);
     return 1.0f / (d * d);
 }
 
 static inline int threads_for(i64 work, int nthreads) {
-    return work < (1 << 15) ? 1 : nthreads;
+    return work < (1 << 20) ? 1 : nthreads;
 }
 
-extern "C" {
-
 // IF/LIF forward. h_out may be NULL (no backward needed). soft: v_reset unused, V = H − V_th·S.
-void if_lif_forward(const float* x, i64 x_stride_t, const float* v0, float* s_out, float* v_out,
-                    float* h_out, i64 T, i64 N, int mode, float tau, float v_th, float v_reset,
-                    int soft, int nthreads) {
+extern "C" void if_lif_forward(const float* x, i64 x_stride_t, const float* v0, float* s_out,
+                               float* v_out, float* h_out, i64 T, i64 N, int mode, float tau,
+                               float v_th, float v_reset, int soft, int nthreads) {
     const float v_r = soft ? 0.0f : v_reset;
     const i64 nblocks = (N + BLOCK - 1) / BLOCK;
 #pragma omp parallel for schedule(static) num_threads(threads_for(T * N, nthreads))
@@ -73,12 +73,15 @@ void if_lif_forward(const float* x, i64 x_stride_t, const float* v0, float* s_ou
     }
 }
 
-// IF/LIF backward from the saved H. gs/gv (dL/dS, dL/dV per step) may be NULL (zero).
+// IF/LIF backward from the saved H. gs/gv (dL/dS, dL/dV) are read with a time stride (0 when
+// one step's gradient is repeated over T, e.g. the gradient of a mean over time).
 // dL/dH[t] = gS·Θ'(H−V_th) + (gV[t] + dL/dH[t+1]·∂H[t+1]/∂V[t])·∂V[t]/∂H[t], evaluated term by
 // term in the order autograd evaluates the reference loop, so the rounding matches closely.
-void if_lif_backward(const float* h, const float* gs, const float* gv, float* gx, float* gv0,
-                     i64 T, i64 N, int mode, float tau, float v_th, float v_reset, int soft,
-                     int detach_reset, int sg_kind, float c1, float c2, int nthreads) {
+template <int MODE, bool SOFT, bool DETACH, int SG>
+static void if_lif_backward_impl(const float* h, const float* gs, i64 gs_stride_t,
+                                 const float* gv, i64 gv_stride_t, float* gx, float* gv0, i64 T,
+                                 i64 N, float tau, float v_th, float v_reset, float c1, float c2,
+                                 int nthreads) {
     const i64 nblocks = (N + BLOCK - 1) / BLOCK;
 #pragma omp parallel for schedule(static) num_threads(threads_for(T * N, nthreads))
     for (i64 b = 0; b < nblocks; ++b) {
@@ -88,27 +91,29 @@ void if_lif_backward(const float* h, const float* gs, const float* gv, float* gx
         memset(carry, 0, sizeof(carry));
         for (i64 t = T - 1; t >= 0; --t) {
             const i64 off = t * N + lo;
+            const float* gst = gs + t * gs_stride_t + lo;
+            const float* gvt = gv + t * gv_stride_t + lo;
             for (i64 i = 0; i < n; ++i) {
                 const float hh = h[off + i];
                 const float d = hh - v_th;
                 const float s = (d >= 0.0f) ? 1.0f : 0.0f;
-                const float g_v = gv ? gv[off + i] + carry[i] : carry[i];
-                float g_s = gs ? gs[off + i] : 0.0f;
+                const float g_v = gvt[i] + carry[i];
+                float g_s = gst[i];
                 float gh;
-                if (soft) {
+                if (SOFT) {
                     gh = g_v;
-                    if (!detach_reset) g_s = g_s + -(g_v * v_th);
+                    if (!DETACH) g_s = g_s + -(g_v * v_th);
                 } else {
                     gh = g_v * (1.0f - s);
-                    if (!detach_reset) g_s = (g_s + -(g_v * hh)) + g_v * v_reset;
+                    if (!DETACH) g_s = (g_s + -(g_v * hh)) + g_v * v_reset;
                 }
-                gh = g_s * surrogate_grad(sg_kind, c1, c2, d) + gh;
-                if (mode == IF_MODE) {
+                gh = g_s * surrogate_grad<SG>(c1, c2, d) + gh;
+                if (MODE == IF_MODE) {
                     gx[off + i] = gh;
                     carry[i] = gh;
                 } else {
                     const float g_tau = gh / tau;
-                    gx[off + i] = mode == LIF_DECAY_INPUT ? g_tau : gh;
+                    gx[off + i] = MODE == LIF_DECAY_INPUT ? g_tau : gh;
                     carry[i] = gh + -g_tau;
                 }
             }
@@ -117,11 +122,65 @@ void if_lif_backward(const float* h, const float* gs, const float* gv, float* gx
     }
 }
 
+template <int MODE, bool SOFT, bool DETACH>
+static void if_lif_backward_sg(int sg, const float* h, const float* gs, i64 gs_st, const float* gv,
+                               i64 gv_st, float* gx, float* gv0, i64 T, i64 N, float tau,
+                               float v_th, float v_reset, float c1, float c2, int nthreads) {
+    if (sg == SG_ATAN)
+        if_lif_backward_impl<MODE, SOFT, DETACH, SG_ATAN>(h, gs, gs_st, gv, gv_st, gx, gv0, T, N,
+                                                          tau, v_th, v_reset, c1, c2, nthreads);
+    else if (sg == SG_SIGMOID)
+        if_lif_backward_impl<MODE, SOFT, DETACH, SG_SIGMOID>(h, gs, gs_st, gv, gv_st, gx, gv0, T,
+                                                             N, tau, v_th, v_reset, c1, c2,
+                                                             nthreads);
+    else
+        if_lif_backward_impl<MODE, SOFT, DETACH, SG_FAST_SIGMOID>(h, gs, gs_st, gv, gv_st, gx, gv0,
+                                                                  T, N, tau, v_th, v_reset, c1,
+                                                                  c2, nthreads);
+}
+
+template <int MODE>
+static void if_lif_backward_mode(int soft, int detach, int sg, const float* h, const float* gs,
+                                 i64 gs_st, const float* gv, i64 gv_st, float* gx, float* gv0,
+                                 i64 T, i64 N, float tau, float v_th, float v_reset, float c1,
+                                 float c2, int nthreads) {
+    if (soft && detach)
+        if_lif_backward_sg<MODE, true, true>(sg, h, gs, gs_st, gv, gv_st, gx, gv0, T, N, tau, v_th,
+                                             v_reset, c1, c2, nthreads);
+    else if (soft)
+        if_lif_backward_sg<MODE, true, false>(sg, h, gs, gs_st, gv, gv_st, gx, gv0, T, N, tau,
+                                              v_th, v_reset, c1, c2, nthreads);
+    else if (detach)
+        if_lif_backward_sg<MODE, false, true>(sg, h, gs, gs_st, gv, gv_st, gx, gv0, T, N, tau,
+                                              v_th, v_reset, c1, c2, nthreads);
+    else
+        if_lif_backward_sg<MODE, false, false>(sg, h, gs, gs_st, gv, gv_st, gx, gv0, T, N, tau,
+                                               v_th, v_reset, c1, c2, nthreads);
+}
+
+extern "C" void if_lif_backward(const float* h, const float* gs, i64 gs_stride_t, const float* gv,
+                                i64 gv_stride_t, float* gx, float* gv0, i64 T, i64 N, int mode,
+                                float tau, float v_th, float v_reset, int soft, int detach_reset,
+                                int sg_kind, float c1, float c2, int nthreads) {
+    if (mode == IF_MODE)
+        if_lif_backward_mode<IF_MODE>(soft, detach_reset, sg_kind, h, gs, gs_stride_t, gv,
+                                      gv_stride_t, gx, gv0, T, N, tau, v_th, v_reset, c1, c2,
+                                      nthreads);
+    else if (mode == LIF_DECAY_INPUT)
+        if_lif_backward_mode<LIF_DECAY_INPUT>(soft, detach_reset, sg_kind, h, gs, gs_stride_t, gv,
+                                              gv_stride_t, gx, gv0, T, N, tau, v_th, v_reset, c1,
+                                              c2, nthreads);
+    else
+        if_lif_backward_mode<LIF_NO_DECAY_INPUT>(soft, detach_reset, sg_kind, h, gs, gs_stride_t,
+                                                 gv, gv_stride_t, gx, gv0, T, N, tau, v_th,
+                                                 v_reset, c1, c2, nthreads);
+}
+
 // Leaky forward (snnTorch): R = Θ(U[t−1] − thr) strict; subtract U = β·U + X − R·thr,
 // zero U = β·(1 − R)·U + X; S = Θ(U − thr) strict. beta is per neuron [N].
-void leaky_forward(const float* x, i64 x_stride_t, const float* u0, const float* beta,
-                   float* s_out, float* u_out, i64 T, i64 N, float thr, int reset_zero,
-                   int nthreads) {
+extern "C" void leaky_forward(const float* x, i64 x_stride_t, const float* u0,
+                              const float* beta, float* s_out, float* u_out, i64 T, i64 N,
+                              float thr, int reset_zero, int nthreads) {
     const i64 nblocks = (N + BLOCK - 1) / BLOCK;
 #pragma omp parallel for schedule(static) num_threads(threads_for(T * N, nthreads))
     for (i64 b = 0; b < nblocks; ++b) {
@@ -146,11 +205,13 @@ void leaky_forward(const float* x, i64 x_stride_t, const float* u0, const float*
     }
 }
 
-// Leaky backward from the saved membrane U [T, N] and U[−1] = u0. gs/gu may be NULL;
-// gbeta (per neuron, summed over t) may be NULL when β is fixed.
-void leaky_backward(const float* u, const float* u0, const float* beta, const float* gs,
-                    const float* gu, float* gx, float* gu0, float* gbeta, i64 T, i64 N,
-                    float thr, int reset_zero, int sg_kind, float c1, float c2, int nthreads) {
+// Leaky backward from the saved membrane U [T, N] and U[−1] = u0; gs/gu read with a time stride
+// as in if_lif_backward. gbeta (per neuron, summed over t) may be NULL when β is fixed.
+template <bool ZERO, int SG>
+static void leaky_backward_impl(const float* u, const float* u0, const float* beta,
+                                const float* gs, i64 gs_stride_t, const float* gu,
+                                i64 gu_stride_t, float* gx, float* gu0, float* gbeta, i64 T,
+                                i64 N, float thr, float c1, float c2, int nthreads) {
     const i64 nblocks = (N + BLOCK - 1) / BLOCK;
 #pragma omp parallel for schedule(static) num_threads(threads_for(T * N, nthreads))
     for (i64 b = 0; b < nblocks; ++b) {
@@ -163,12 +224,13 @@ void leaky_backward(const float* u, const float* u0, const float* beta, const fl
         for (i64 t = T - 1; t >= 0; --t) {
             const i64 off = t * N + lo;
             const float* uprev = t > 0 ? u + off - N : u0 + lo;
+            const float* gst = gs + t * gs_stride_t + lo;
+            const float* gut = gu + t * gu_stride_t + lo;
             for (i64 i = 0; i < n; ++i) {
-                const float sg = surrogate_grad(sg_kind, c1, c2, u[off + i] - thr);
-                const float g = (gu ? gu[off + i] : 0.0f) + (gs ? gs[off + i] * sg : 0.0f)
-                                + carry[i];
+                const float sg = surrogate_grad<SG>(c1, c2, u[off + i] - thr);
+                const float g = gut[i] + gst[i] * sg + carry[i];
                 gx[off + i] = g;
-                const float keep = reset_zero ? ((uprev[i] - thr > 0.0f) ? 0.0f : 1.0f) : 1.0f;
+                const float keep = ZERO ? ((uprev[i] - thr > 0.0f) ? 0.0f : 1.0f) : 1.0f;
                 carry[i] = g * beta[lo + i] * keep;
                 gb[i] += g * keep * uprev[i];
             }
@@ -178,4 +240,30 @@ void leaky_backward(const float* u, const float* u0, const float* beta, const fl
     }
 }
 
-}  // extern "C"
+template <bool ZERO>
+static void leaky_backward_sg(int sg, const float* u, const float* u0, const float* beta,
+                              const float* gs, i64 gs_st, const float* gu, i64 gu_st, float* gx,
+                              float* gu0, float* gbeta, i64 T, i64 N, float thr, float c1,
+                              float c2, int nthreads) {
+    if (sg == SG_ATAN)
+        leaky_backward_impl<ZERO, SG_ATAN>(u, u0, beta, gs, gs_st, gu, gu_st, gx, gu0, gbeta, T, N,
+                                           thr, c1, c2, nthreads);
+    else if (sg == SG_SIGMOID)
+        leaky_backward_impl<ZERO, SG_SIGMOID>(u, u0, beta, gs, gs_st, gu, gu_st, gx, gu0, gbeta, T,
+                                              N, thr, c1, c2, nthreads);
+    else
+        leaky_backward_impl<ZERO, SG_FAST_SIGMOID>(u, u0, beta, gs, gs_st, gu, gu_st, gx, gu0,
+                                                   gbeta, T, N, thr, c1, c2, nthreads);
+}
+
+extern "C" void leaky_backward(const float* u, const float* u0, const float* beta,
+                               const float* gs, i64 gs_stride_t, const float* gu, i64 gu_stride_t,
+                               float* gx, float* gu0, float* gbeta, i64 T, i64 N, float thr,
+                               int reset_zero, int sg_kind, float c1, float c2, int nthreads) {
+    if (reset_zero)
+        leaky_backward_sg<true>(sg_kind, u, u0, beta, gs, gs_stride_t, gu, gu_stride_t, gx, gu0,
+                                gbeta, T, N, thr, c1, c2, nthreads);
+    else
+        leaky_backward_sg<false>(sg_kind, u, u0, beta, gs, gs_stride_t, gu, gu_stride_t, gx, gu0,
+                                 gbeta, T, N, thr, c1, c2, nthreads);
+}
