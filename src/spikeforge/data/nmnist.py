@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
-from concurrent.futures import Executor
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,7 @@ from .framecache import SparseFrames
 from .rotation import rotate_sparse, rotation_sources
 from .sampling import batch_indices, num_batches
 from .sources import extract_zip
-from .workers import process_pool
+from .workers import LazyPool
 
 SENSOR_SIZE = (34, 34, 2)
 FRAME_SHAPE = (2, 34, 34)
@@ -215,19 +214,21 @@ class NMNIST:
                             "changing the folder.") from None
         return framecache.load(self._entry_path(i), stat)
 
-    def _build_args(self, i: int) -> tuple:
-        return str(self.files[i]), str(self._entry_path(i)), self.denoise_us, self.time_window_us
+    def _build(self, indices: list[int], pool: LazyPool | None = None) -> list[bytes]:
+        """Transform and cache ``indices`` (in worker processes when there are several)."""
+        args = [(str(self.files[i]), str(self._entry_path(i)), self.denoise_us,
+                 self.time_window_us) for i in indices]
+        executor = pool.get() if pool is not None and len(args) > 1 else None
+        if executor is None:
+            return [build_entry(*a) for a in args]
+        chunk = max(1, len(args) // (4 * pool.workers))
+        return list(executor.map(build_entry, *zip(*args, strict=True), chunksize=chunk))
 
-    def _frames(self, indices: list[int], pool: Executor | None = None) -> list[SparseFrames]:
+    def _frames(self, indices: list[int], pool: LazyPool | None = None) -> list[SparseFrames]:
         out = [self._cached(i) for i in indices]
         missing = [j for j, entry in enumerate(out) if entry is None]
         if missing:
-            args = [self._build_args(indices[j]) for j in missing]
-            if pool is not None and len(missing) > 1:
-                built = pool.map(build_entry, *zip(*args, strict=True),
-                                 chunksize=max(1, len(args) // (4 * self.workers)))
-            else:
-                built = (build_entry(*a) for a in args)
+            built = self._build([indices[j] for j in missing], pool)
             for j, data in zip(missing, built, strict=True):
                 out[j] = framecache.decode(data)
         return out
@@ -239,10 +240,9 @@ class NMNIST:
     def prepare(self, workers: int | None = None) -> int:
         """Fill the cache for every sample; returns how many entries were built."""
         todo = [i for i in range(len(self)) if not self.is_cached(i)]
-        workers = self.workers if workers is None else workers
-        with process_pool(workers) as pool:
+        with LazyPool(self.workers if workers is None else workers) as pool:
             for start in range(0, len(todo), 1024):
-                self._frames(todo[start:start + 1024], pool)
+                self._build(todo[start:start + 1024], pool)
         return len(todo)
 
     def sample(self, i: int) -> tuple[torch.Tensor, int]:
@@ -273,7 +273,7 @@ class NMNIST:
         plan = batch_indices(len(self), batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
                              drop_last=drop_last, rank=rank, world_size=world_size,
                              start_batch=start_batch)
-        with process_pool(self.workers) as pool:
+        with LazyPool(self.workers) as pool:
             for number, idx in enumerate(plan, start=start_batch):
                 entries = self._frames(idx.tolist(), pool)
                 if self.augment:

@@ -19,9 +19,9 @@ import torch
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-    """The generator seed of one epoch: ``seed * 2**32 + epoch`` (both in [0, 2**31))."""
-    if not (0 <= seed < 2**31 and 0 <= epoch < 2**31):
-        raise ValueError(f"seed and epoch must be in [0, 2**31), got {seed} and {epoch}")
+    """The generator seed of one epoch: ``seed * 2**32 + epoch`` (both in [0, 2**32))."""
+    if not (0 <= seed < 2**32 and 0 <= epoch < 2**32):
+        raise ValueError(f"seed and epoch must be in [0, 2**32), got {seed} and {epoch}")
     return seed * 2**32 + epoch
 
 

@@ -20,7 +20,7 @@ from .. import __version__
 from .binfmt import write_events
 from .saccade import SaccadeConfig, simulate_saccades
 from .static import load_dataset
-from .workers import process_pool
+from .workers import LazyPool
 
 SPLITS = (("Train", "train", 0), ("Test", "test", 1))
 CHUNK = 32
@@ -50,7 +50,7 @@ def write_nmnist_tree(
     out = Path(out)
     summary = {"generator": f"spikeforge {__version__} saccade simulator", "seed": seed,
                "config": cfg.to_dict(), "splits": {}}
-    with process_pool(workers) as pool:
+    with LazyPool(workers) as pool:
         for folder, split, split_id in SPLITS:
             mnist = load_dataset("mnist", split, data_dir=mnist_dir, download=False)
             n = len(mnist) if limit is None else min(limit, len(mnist))
@@ -63,7 +63,8 @@ def write_nmnist_tree(
             jobs = [todo[k:k + CHUNK] for k in range(0, len(todo), CHUNK)]
             args = [(mnist.images[job].numpy(), job, [str(paths[i]) for i in job],
                      (seed, split_id), cfg) for job in jobs]
-            results = (pool.map(_simulate_chunk, *zip(*args, strict=True)) if pool and args
+            executor = pool.get() if len(args) > 1 else None
+            results = (executor.map(_simulate_chunk, *zip(*args, strict=True)) if executor
                        else (_simulate_chunk(*a) for a in args))
             done = n - len(todo)
             for job, _ in zip(jobs, results, strict=True):

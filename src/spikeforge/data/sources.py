@@ -19,6 +19,7 @@ import hashlib
 import http.client
 import os
 import shutil
+import socket
 import tempfile
 import time
 import urllib.error
@@ -178,7 +179,8 @@ def _fetch(url: str, dest_dir: Path, sha256: str, timeout: float) -> Path:
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         tmp.unlink(missing_ok=True)
         reason = getattr(err, "reason", None) or err
-        raise _BadDownload(f"{type(err).__name__}: {reason}", True) from None
+        unknown_host = isinstance(reason, socket.gaierror)  # no DNS: retrying will not help
+        raise _BadDownload(f"{type(err).__name__}: {reason}", not unknown_host) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -196,9 +198,12 @@ def download_file(
     """Download to ``dest`` from the first of ``urls`` that serves the right content.
 
     Each URL is tried up to ``retries`` times (waiting ``backoff * 2**attempt`` seconds between
-    tries) unless it answers with wrong content or a 4xx status. The SHA-256 of the
-    decompressed content must equal ``sha256``. The file appears at ``dest`` only when correct.
+    tries) unless it answers with wrong content, a 4xx status or an unknown host name. The
+    SHA-256 of the decompressed content must equal ``sha256``. The file appears at ``dest`` only
+    when correct.
     """
+    if retries < 1:
+        raise ValueError(f"retries must be >= 1, got {retries}")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     failures = []

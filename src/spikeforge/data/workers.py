@@ -8,9 +8,7 @@ single-threaded, so ``workers`` processes use ``workers`` cores.
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
-from contextlib import contextmanager
 
 
 def _single_thread() -> None:
@@ -19,15 +17,25 @@ def _single_thread() -> None:
     torch.set_num_threads(1)
 
 
-@contextmanager
-def process_pool(workers: int | None) -> Iterator[Executor | None]:
-    """A pool of ``workers`` processes when ``workers > 1``, else None; shut down on exit."""
-    if not workers or workers < 2:
-        yield None
-        return
-    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_single_thread)
-    try:
-        yield executor
-    finally:
-        executor.shutdown(cancel_futures=True)
+class LazyPool:
+    """``workers`` spawned processes, started on the first :meth:`get` (so a warm cache never
+    pays their start-up); ``get()`` is None when ``workers < 2``. Use as a context manager."""
+
+    def __init__(self, workers: int | None):
+        self.workers = workers or 0
+        self._executor: Executor | None = None
+
+    def get(self) -> Executor | None:
+        if self._executor is None and self.workers > 1:
+            self._executor = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_single_thread)
+        return self._executor
+
+    def __enter__(self) -> LazyPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+            self._executor = None
