@@ -80,10 +80,8 @@ def run(args: argparse.Namespace) -> int:
         file_settings = recipes.read_toml(args.config) if args.config else None
         config = recipes.resolve(args.recipe, file_settings, overrides, config_path=args.config)
         out_dir = Path(args.out_dir or Path("runs") / args.recipe)
-    print(f"{config.recipe}: {config.description}")
-    print(f"run directory: {out_dir}" + ("  (resumed)" if args.resume else ""))
     history = fit(config, out_dir, resume=bool(args.resume), overwrite=args.overwrite,
-                  show_progress=not args.no_progress)
+                  show_progress=not args.no_progress, log=lambda line: print(line, flush=True))
     if history:
         best = max(history, key=lambda row: row["test_acc"])
         print(f"best test accuracy {best['test_acc']:.4f} at epoch {best['epoch']}; "

@@ -142,6 +142,10 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
 
         writer = SummaryWriter(str(out_dir / "tensorboard"),
                                purge_step=start_epoch + 1 if start_epoch else None)
+    if dist.is_main:
+        log(f"{config.recipe}: {config.description}")
+        log(f"run directory: {out_dir}" + (f" (resumed after epoch {start_epoch})" if resume
+                                            else ""))
     if start_epoch >= config.epochs and dist.is_main:
         log(f"{out_dir} already finished {start_epoch} of {config.epochs} epochs; nothing to do "
             "(raise --epochs to train longer).")

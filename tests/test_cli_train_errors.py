@@ -1,0 +1,248 @@
+"""Bad input to `spikeforge train|eval|predict`: exit status 2, one sentence on stderr naming the
+problem, no traceback, and no file created or changed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import pytest
+import torch
+from test_train_synthetic import write_mnist
+
+from spikeforge import functional as SF
+from spikeforge.cli import main
+from spikeforge.train import checkpoint
+from spikeforge.train.build import build_model
+from spikeforge.train.recipes import recipe_defaults
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory):
+    return write_mnist(tmp_path_factory.mktemp("mnist"), n_train=128, n_test=64)
+
+
+@pytest.fixture(scope="module")
+def finished_run(mnist_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "fc"
+    assert main(["train", "fc-lif", "-T", "2", "--epochs", "1", "--data-dir", str(mnist_dir),
+                 "--out-dir", str(run), "--no-progress"]) == 0
+    return run
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    return shutil.copytree(finished_run, tmp_path / "copy")
+
+
+def snapshot(folder) -> dict[str, str]:
+    """SHA-256 of every file under ``folder``, by relative path."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def fails(capsys, argv, *needles: str) -> str:
+    """Run the CLI, expect exit 2 and a one-line message containing every needle."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spikeforge: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.mark.parametrize("flags, needles", [
+    (["nope"], ["unknown recipe 'nope'", "fc-lif"]),
+    (["fc-lif", "--dataset", "cifar10"], ["--dataset 'cifar10'", "mnist, fashion-mnist"]),
+    (["nmnist-csnn", "--dataset", "mnist"], ["--dataset 'mnist'", "nmnist"]),
+    (["fc-lif", "-T", "0"], ["-T must be a positive number, got 0"]),
+    (["fc-lif", "-T", "-3"], ["-T must be a positive number, got -3"]),
+    (["fc-lif", "-b", "0"], ["--batch-size must be a positive number, got 0"]),
+    (["fc-lif", "--lr", "0"], ["--lr must be a positive number, got 0.0"]),
+    (["fc-lif", "--lr", "-0.1"], ["--lr must be a positive number, got -0.1"]),
+    (["fc-lif", "--lr", "nan"], ["--lr must be a positive number, got nan"]),
+    (["fc-lif", "--epochs", "0"], ["--epochs must be a positive number"]),
+    (["fc-lif", "--tau", "0.5"], ["--tau must be greater than 1"]),
+    (["csnn", "--tau", "3"], ["--tau does not apply to model csnn"]),
+    (["fc-lif", "--opt", "rmsprop"], ["--opt must be one of adam, sgd"]),
+    (["fc-lif", "--momentum", "1.5"], ["--momentum must lie in [0, 1)"]),
+    (["fc-lif", "--device", "cuda:0"] if not torch.cuda.is_available() else
+     ["fc-lif", "--device", "tpu"], ["--device"]),
+])
+def test_bad_settings_are_refused_before_anything_is_written(flags, needles, mnist_dir, tmp_path,
+                                                             capsys):
+    out = tmp_path / "new-run"
+    fails(capsys, ["train", *flags, "--data-dir", str(mnist_dir), "--out-dir", str(out)],
+          *needles)
+    assert not out.exists()
+
+
+def test_a_missing_data_dir_is_named(tmp_path, capsys):
+    out = tmp_path / "run"
+    fails(capsys, ["train", "fc-lif", "--data-dir", str(tmp_path / "nowhere"), "--out-dir",
+                   str(out)], f"--data-dir {tmp_path / 'nowhere'} does not exist")
+    assert not out.exists()
+
+
+def test_an_empty_data_dir_without_download_says_what_to_put_there(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    fails(capsys, ["train", "fc-lif", "--data-dir", str(tmp_path / "empty"), "--no-download",
+                   "--out-dir", str(tmp_path / "run")], "train-images-idx3-ubyte.gz")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_is_layered_and_checked(mnist_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("learning_rate = 0.1\n")
+    fails(capsys, ["train", "fc-lif", "--config", str(bad), "--out-dir", str(tmp_path / "r")],
+          "unknown setting 'learning_rate'", str(bad))
+    bad.write_text("lr = 'fast'\n")
+    fails(capsys, ["train", "fc-lif", "--config", str(bad), "--out-dir", str(tmp_path / "r")],
+          "--lr in --config", "must be of type float")
+    bad.write_text("lr = [\n")
+    fails(capsys, ["train", "fc-lif", "--config", str(bad)], "is not a readable TOML file")
+    fails(capsys, ["train", "fc-lif", "--config", str(tmp_path / "none.toml")],
+          "does not exist")
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_out_dir_holding_another_run_is_refused(finished_run, mnist_dir, capsys):
+    before = snapshot(finished_run)
+    fails(capsys, ["train", "fc-lif", "-T", "2", "--data-dir", str(mnist_dir), "--out-dir",
+                   str(finished_run)], "already holds a run", "--resume", "--overwrite")
+    assert snapshot(finished_run) == before
+
+
+def test_an_out_dir_with_foreign_files_is_refused_even_with_overwrite(tmp_path, mnist_dir,
+                                                                      capsys):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("precious")
+    for extra in ([], ["--overwrite"]):
+        fails(capsys, ["train", "fc-lif", "--data-dir", str(mnist_dir), "--out-dir",
+                       str(tmp_path / "mine"), *extra], "holds no spikeforge run")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
+
+
+def test_overwrite_replaces_the_run(run_copy, mnist_dir, capsys):
+    (run_copy / "figure.png").write_bytes(b"old")
+    assert main(["train", "fc-lif", "-T", "3", "--epochs", "1", "--data-dir", str(mnist_dir),
+                 "--out-dir", str(run_copy), "--overwrite", "--no-progress"]) == 0
+    assert json.loads((run_copy / "config.json").read_text())["T"] == 3
+    assert not (run_copy / "figure.png").exists()
+    assert len((run_copy / "metrics.csv").read_text().splitlines()) == 2
+
+
+def test_resume_refuses_changed_settings(run_copy, capsys):
+    before = snapshot(run_copy)
+    fails(capsys, ["train", "--resume", str(run_copy), "--lr", "0.5"],
+          "--lr 0.5 differs from the resumed run's 0.001")
+    fails(capsys, ["train", "csnn", "--resume", str(run_copy)], "recipe csnn differs")
+    fails(capsys, ["train", "--resume", str(run_copy), "--out-dir", "elsewhere"],
+          "--out-dir and --resume")
+    assert snapshot(run_copy) == before
+
+
+def test_resume_of_a_finished_run_with_more_epochs_continues(run_copy, capsys):
+    assert main(["train", "--resume", str(run_copy), "--no-progress"]) == 0
+    assert "already finished 1 of 1 epochs" in capsys.readouterr().out
+    assert main(["train", "--resume", str(run_copy), "--epochs", "2", "--no-progress"]) == 0
+    assert torch.load(run_copy / "last" / "state.pt", weights_only=True)["epoch"] == 2
+    assert json.loads((run_copy / "config.json").read_text())["epochs"] == 2
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:50])
+
+
+def _flip_last_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _foreign_state(path):
+    torch.save({"model": {"w": torch.zeros(3)}, "epoch": 4}, path)
+
+
+def _pickled_function(path):
+    torch.save({"epoch": 1, "hook": shutil.rmtree}, path)  # a global: refused by weights_only
+
+
+def _other_models_weights(path):
+    run_dir = path.parent.parent
+    state = torch.load(path.parent / "state.pt", weights_only=True)
+    csnn = build_model(recipe_defaults("csnn"))
+    checkpoint.save(run_dir, "last", csnn, state, "csnn")
+
+
+def _foreign_config(path):
+    (path.parent.parent / "config.json").write_text(json.dumps({"lr": 0.1, "layers": 3}))
+
+
+def _no_last(path):
+    shutil.rmtree(path.parent)
+
+
+@pytest.mark.parametrize("damage, target, needles", [
+    (_truncate, "model.safetensors", ["does not match", "SHA-256"]),
+    (_flip_last_byte, "model.safetensors", ["damaged or was replaced"]),
+    (_truncate, "state.pt", ["state.pt is damaged"]),
+    (_foreign_state, "state.pt", ["is not a spikeforge checkpoint"]),
+    (_pickled_function, "state.pt", ["state.pt is damaged or not a spikeforge checkpoint"]),
+    (_other_models_weights, "state.pt", ["holds weights of 'csnn'", "fc-lif"]),
+    (_foreign_config, "state.pt", ["is not a spikeforge run config"]),
+    (_no_last, "state.pt", ["last does not exist"]),
+])
+def test_a_damaged_or_foreign_checkpoint_is_named_and_left_alone(damage, target, needles,
+                                                                 run_copy, capsys):
+    damage(run_copy / "last" / target)
+    before = snapshot(run_copy)
+    for argv in (["train", "--resume", str(run_copy), "--epochs", "2"],
+                 ["eval", str(run_copy), "--checkpoint", "last"],
+                 ["predict", str(run_copy), "--index", "0", "--checkpoint", "last"]):
+        fails(capsys, argv, *needles)
+    assert snapshot(run_copy) == before
+
+
+def test_eval_and_predict_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    fails(capsys, ["eval", str(tmp_path)], "holds no config.json")
+    fails(capsys, ["predict", str(tmp_path / "missing"), "--index", "0"], "does not exist")
+
+
+def test_predict_refuses_a_bad_index_or_image(finished_run, tmp_path, capsys):
+    fails(capsys, ["predict", str(finished_run), "--index", "64"], "--index 64 is out of range",
+          "0 to 63")
+    fails(capsys, ["predict", str(finished_run), "--image", str(tmp_path / "x.png")],
+          "does not exist")
+    (tmp_path / "x.png").write_text("not an image")
+    fails(capsys, ["predict", str(finished_run), "--image", str(tmp_path / "x.png")],
+          "is not a readable image")
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_epoch(mnist_dir, tmp_path, capsys,
+                                                                  monkeypatch):
+    calls = {"train": 0}
+    real = SF.LOSSES["mse_rate"]
+
+    def poisoned(spikes, targets):
+        loss = real(spikes, targets)
+        if spikes.requires_grad:
+            calls["train"] += 1
+            if calls["train"] > 3:  # epoch 1 has 2 batches of 64; poison epoch 2's 2nd batch
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setitem(SF.LOSSES, "mse_rate", poisoned)
+    run = tmp_path / "run"
+    fails(capsys, ["train", "fc-lif", "-T", "2", "--epochs", "3", "--data-dir", str(mnist_dir),
+                   "--out-dir", str(run), "--no-progress"],
+          "loss became nan by batch 2", "epoch 2", "last still holds epoch 1")
+    state = torch.load(run / "last" / "state.pt", weights_only=True)
+    assert state["epoch"] == 1
+    assert len((run / "metrics.csv").read_text().splitlines()) == 2  # header + epoch 1
+    model = build_model(recipe_defaults("fc-lif"))
+    checkpoint.load_weights(run / "last", model, "fc-lif")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
