@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from spikeforge.data.saccade import SaccadeConfig, simulate_saccades
+from spikeforge.data.saccade import CHUNK, SaccadeConfig, simulate_saccades
 
 QUIET = SaccadeConfig(jitter_px=0, blur_px=0, threshold_sigma=0, refractory_us=0,
                       latency_jitter_us=0, noise_hz=0)
@@ -74,12 +74,14 @@ def test_background_noise_rate():
 
 
 def test_each_sample_depends_only_on_its_image_seed_and_index():
-    images = np.stack([_ring(), np.roll(_ring(), 3, axis=1), _ring().T.copy()])
-    together = simulate_saccades(images, [10, 11, 12], seed=5)
-    alone = simulate_saccades(images[1:2], [11], seed=5)[0]
-    np.testing.assert_array_equal(together[1], alone)
+    n = CHUNK + 3  # across a chunk boundary
+    images = np.stack([np.roll(_ring(), k - 4, axis=k % 2) for k in range(n)])
+    together = simulate_saccades(images, range(10, 10 + n), seed=5)
+    for j in (1, CHUNK + 1):
+        alone = simulate_saccades(images[j:j + 1], [10 + j], seed=5)[0]
+        np.testing.assert_array_equal(together[j], alone)
     other = simulate_saccades(images[1:2], [11], seed=6)[0]
-    assert len(other) != len(alone) or not np.array_equal(other, alone)
+    assert len(other) != len(together[1]) or not np.array_equal(other, together[1])
 
 
 def test_motion_is_the_one_tonic_stabilize_undoes():

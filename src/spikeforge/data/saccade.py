@@ -35,6 +35,8 @@ import torch
 
 from .binfmt import make_events
 
+CHUNK = 16
+
 
 @dataclass(frozen=True)
 class SaccadeConfig:
@@ -140,7 +142,8 @@ def simulate_saccades(
 ) -> list[np.ndarray]:
     """Event recordings of ``images`` (uint8 ``[B, 28, 28]``), one structured array each.
 
-    Sample ``j`` draws from ``numpy.random.default_rng([*seed, indices[j]])``.
+    Sample ``j`` draws from ``numpy.random.default_rng([*seed, indices[j]])``. Work goes in
+    chunks of :data:`CHUNK` images (about 150 MB of float32 intensities each).
     """
     cfg = config or SaccadeConfig()
     images = np.asarray(images, dtype=np.float64) / 255.0
@@ -149,9 +152,17 @@ def simulate_saccades(
     indices = [int(i) for i in indices]
     if len(indices) != len(images):
         raise ValueError("one index per image is needed")
-    n, sensor = len(images), cfg.sensor
     seeds = [seed] if isinstance(seed, int) else list(seed)
     rngs = [np.random.default_rng([*seeds, i]) for i in indices]
+    recordings = []
+    for start in range(0, len(images), CHUNK):
+        recordings += _simulate(images[start:start + CHUNK], rngs[start:start + CHUNK], cfg)
+    return recordings
+
+
+def _simulate(images: np.ndarray, rngs: list[np.random.Generator], cfg: SaccadeConfig
+              ) -> list[np.ndarray]:
+    n, sensor = len(images), cfg.sensor
     steps = cfg.duration_us // cfg.step_us + 1
     times = np.arange(steps) * cfg.step_us
     vertex_t = np.arange(len(cfg.path_px)) * cfg.saccade_us

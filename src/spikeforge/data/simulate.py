@@ -23,7 +23,7 @@ from .static import load_dataset
 from .workers import LazyPool
 
 SPLITS = (("Train", "train", 0), ("Test", "test", 1))
-CHUNK = 32
+CHUNK = 64
 
 
 def _simulate_chunk(images: np.ndarray, indices: list[int], paths: list[str],
