@@ -189,3 +189,31 @@ def test_extract_zip_refuses_paths_outside_target(tmp_path):
     (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(DataError, match="not a valid zip archive"):
         extract_zip(tmp_path / "broken.zip", tmp_path / "out3")
+
+
+def test_download_command_end_to_end(server, tmp_path, monkeypatch, capsys):
+    from spikeforge.cli import main
+    from spikeforge.data import sources
+
+    monkeypatch.setenv("SPIKEFORGE_DATA", str(tmp_path / "default"))
+    base, hits, served = server
+    files, split_files = {}, {}
+    for split, prefix, n in (("train", "train", 5), ("test", "t10k", 3)):
+        images = np.full((n, 28, 28), 9, np.uint8)
+        labels = np.arange(n, dtype=np.uint8)
+        pair = []
+        for stem, array in ((f"{prefix}-images-idx3-ubyte", images),
+                            (f"{prefix}-labels-idx1-ubyte", labels)):
+            files[stem + ".gz"] = encode_idx(array)
+            pair.append(RemoteFile(stem, hashlib.sha256(files[stem + ".gz"]).hexdigest()))
+        split_files[split] = tuple(pair)
+    served.update(files)
+    fake = replace(sources.MNIST, mirrors=(f"{base}/missing/", f"{base}/good/"), files=split_files)
+    monkeypatch.setitem(sources.SOURCES, "mnist", fake)
+    assert main(["data", "download", "mnist", "--data-dir", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "mnist train: 5 images" in out and "mnist test: 3 images" in out
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == sorted(files)
+    assert sum(v for k, v in hits.items() if k.startswith("/good/")) == 4
+    ds = load_dataset("mnist", "test", data_dir=tmp_path / "d", download=False)
+    assert ds.labels.tolist() == [0, 1, 2] and int(ds.images.max()) == 9
