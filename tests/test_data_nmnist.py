@@ -235,3 +235,35 @@ def test_worker_processes_give_the_same_batches(tree, tmp_path):
     parallel = [x for x, _ in ds.batches(7)]
     assert all(torch.equal(a, b) for a, b in zip(serial, parallel, strict=True))
     assert len(os.listdir(tmp_path / "b" / "train-denoise10000-window1000")) > 0
+
+
+def test_download_through_tonic_from_a_local_server(tree, tmp_path, monkeypatch):
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    with zipfile.ZipFile(served / "test.zip", "w") as zf:
+        for path in sorted((tree / "Test").rglob("*.bin")):
+            zf.write(path, path.relative_to(tree).as_posix())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/test.zip"
+        md5 = hashlib.md5((served / "test.zip").read_bytes()).hexdigest()
+        monkeypatch.setattr(tonic.datasets.NMNIST, "test_url", url)
+        monkeypatch.setattr(tonic.datasets.NMNIST, "test_md5", "0" * 32)
+        with pytest.raises(DataError, match="could not download N-MNIST test.zip"):
+            NMNIST(tmp_path / "root", train=False, download=True)
+        assert list((tmp_path / "root" / "NMNIST").iterdir()) == []  # nothing half-done left
+        monkeypatch.setattr(tonic.datasets.NMNIST, "test_md5", md5)
+        ds = NMNIST(tmp_path / "root", train=False, download=True, cache_dir=tmp_path / "c")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert ds.split_dir == tmp_path / "root" / "NMNIST" / "Test" and len(ds) == N_TEST
+    assert (tmp_path / "root" / "NMNIST" / "test.zip").is_file()

@@ -109,9 +109,12 @@ def locate_split(root: str | os.PathLike, train: bool, download: bool = False) -
         url = dataset.train_url if train else dataset.test_url
         md5 = dataset.train_md5 if train else dataset.test_md5
         archive = archives[0]
-        try:
-            tonic.download_utils.download_url(url, str(archive.parent), archive.name, md5)
+        part = archive.with_name(f".{archive.name}.{os.getpid()}.part")
+        try:  # Tonic checks the MD5; the archive gets its name only when complete and right
+            tonic.download_utils.download_url(url, str(archive.parent), part.name, md5)
+            os.replace(part, archive)
         except Exception as err:  # network errors of every kind end in one message
+            part.unlink(missing_ok=True)
             raise DataError(f"could not download N-MNIST {archive_name} into {archive.parent} "
                             f"({err}); put the Train/Test folders of .bin files in {root}."
                             ) from None
