@@ -19,10 +19,44 @@ def _check_steps(steps: int) -> int:
 
 def poisson(x: Tensor, steps: int, generator: torch.Generator | None = None,
             dtype: torch.dtype | None = None) -> Tensor:
-    """Rate code: ``[B, ...]`` in [0, 1] → spikes ``[T, B, ...]`` with P(S=1) = x."""
+    """Rate code: ``[B, ...]`` in [0, 1] → spikes ``[T, B, ...]`` with P(S=1) = x.
+
+    Random numbers are drawn only for pixels with x > 0 (the others never fire), as 16-bit
+    uniforms r with S = [r < round(x·2^16)], so P(S=1) is within 2^-17 of x, x ≥ 1 always fires;
+    independent per pixel and step. On the CPU one compiled pass writes the spikes straight into
+    ``dtype`` (default: x's), seeded from ``generator`` (or torch's global generator); on other
+    devices the same draw runs as torch ops on ``x``'s device.
+    """
     steps = _check_steps(steps)
-    rand = torch.rand((steps, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
-    return (rand < x).to(dtype or x.dtype)
+    dtype = dtype or x.dtype
+    if x.device.type == "cpu":
+        out = _poisson_compiled(x, steps, generator, dtype)
+        if out is not None:
+            return out
+    return _poisson_torch(x, steps, generator, dtype)
+
+
+def _poisson_compiled(x: Tensor, steps: int, generator: torch.Generator | None,
+                      dtype: torch.dtype) -> Tensor | None:
+    from . import kernels
+
+    backend = kernels.get_backend("auto", "cpu")
+    if not hasattr(backend, "poisson"):
+        return None
+    seed = torch.empty((), dtype=torch.int64).random_(generator=generator).item()
+    return backend.poisson(x, steps, seed, dtype)
+
+
+def _poisson_torch(x: Tensor, steps: int, generator: torch.Generator | None,
+                   dtype: torch.dtype) -> Tensor:
+    flat = x.detach().reshape(-1)
+    idx = (flat > 0).nonzero().squeeze(1)
+    q = (flat[idx].float().clamp(max=1.0) * 65536.0 + 0.5).to(torch.int32)
+    r = torch.randint(0, 65536, (steps, idx.numel()), generator=generator, device=x.device,
+                      dtype=torch.int32)
+    out = torch.zeros((steps, flat.numel()), dtype=dtype, device=x.device)
+    out[:, idx] = (r < q).to(dtype)
+    return out.view(steps, *x.shape)
 
 
 def direct(x: Tensor, steps: int) -> Tensor:
