@@ -301,13 +301,21 @@ def pad_batch(entries: list[SparseFrames], device: torch.device) -> torch.Tensor
     for b, entry in enumerate(entries):
         t, cell = np.divmod(entry.index, cells)
         positions.append(t * (batch * cells) + b * cells + cell)
-    pos = torch.from_numpy(np.concatenate(positions))
-    val = torch.from_numpy(np.concatenate([e.count for e in entries]).astype(np.float32))
-    if device.type == "cuda":
-        pos = pos.pin_memory().to(device, non_blocking=True)
-        val = val.pin_memory().to(device, non_blocking=True)
-    out = torch.zeros(length * batch * cells, dtype=torch.float32, device=device)
-    out[pos] = val
+    pos = np.concatenate(positions)
+    val = np.concatenate([e.count for e in entries]).astype(np.float32)
+    size = length * batch * cells
+    if device.type == "cpu":
+        # numpy backs large arrays with huge pages (madvise), which fault in ~4x faster than
+        # torch.zeros' 4 KiB pages here; the frames are the largest allocation of a batch
+        buffer = np.empty(size, dtype=np.float32)
+        buffer.fill(0)
+        buffer[pos] = val
+        out = torch.from_numpy(buffer)
+    else:  # only the non-zeros travel; the dense batch is made on the device
+        out = torch.zeros(size, dtype=torch.float32, device=device)
+        pinned = [torch.from_numpy(a).pin_memory() if device.type == "cuda" else
+                  torch.from_numpy(a) for a in (pos, val)]
+        out[pinned[0].to(device, non_blocking=True)] = pinned[1].to(device, non_blocking=True)
     return out.view(length, batch, *FRAME_SHAPE)
 
 
