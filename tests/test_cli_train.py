@@ -164,6 +164,18 @@ def test_predict_reads_an_image_file(fc_run, tmp_path, capsys):
     assert out[0] == f"Firing rate: {expected}"
 
 
+def test_amp_trains_in_bfloat16_on_cpu_and_eval_reproduces_it(mnist_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train("rleaky-membrane", mnist_dir, run, "--amp", "--no-progress") == 0
+    rows = read_csv(run / "metrics.csv")
+    assert load_run(run).config["amp"] is True and max(r["test_acc"] for r in rows) > 0.3
+    capsys.readouterr()
+    assert main(["eval", str(run), "--checkpoint", "last", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["test_acc"], result["test_loss"]) == (rows[1]["test_acc"],
+                                                         rows[1]["test_loss"])
+
+
 def test_max_batches_caps_train_and_test(mnist_dir, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "fc-lif", "-T", "2", "-b", "10", "--epochs", "1", "--max-batches", "3",

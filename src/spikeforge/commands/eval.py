@@ -1,7 +1,8 @@
 """``spikeforge eval RUN_DIR``: test loss and accuracy of a run's ``best/`` (or ``last/``).
 
-The test set is encoded with the same random stream as during training, so on the full test
-set the accuracy equals the ``test_acc`` that ``metrics.csv`` holds for that epoch.
+The test set is encoded with the same random stream (and ``--amp`` autocast) as during
+training, so on the same device the accuracy equals the ``test_acc`` that ``metrics.csv`` holds
+for that epoch.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ..errors import ConfigError
-    from ..train.build import resolve_device
+    from ..train.build import amp_dtype, resolve_device
     from ..train.loop import evaluate
     from ..train.run import load_run
 
@@ -43,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         total = min(total, args.max_batches)
     batches = itertools.islice(test_set.batches(batch_size, device=loaded.device), total)
     result = evaluate(loaded.model, loaded.task, batches, num_batches=total,
-                      device=loaded.device, generator=loaded.generator(), show_progress=False)
+                      device=loaded.device, generator=loaded.generator(), show_progress=False,
+                      amp_dtype=amp_dtype(loaded.train_config, loaded.device))
     summary = {"run_dir": str(loaded.run_dir), "checkpoint": args.checkpoint,
                "epoch": loaded.epoch, "dataset": loaded.train_config.dataset,
                "test_acc": result.acc, "test_loss": result.loss, "images": result.images,

@@ -50,14 +50,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-download", dest="download", action="store_false", default=None,
                         help="never download the dataset")
     parser.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
+    parser.add_argument("--nproc", type=int, metavar="N",
+                        help="train with N processes on this machine (DDP through torchrun; "
+                             "-b is per process)")
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import ConfigError
-    from ..train import recipes
-    from ..train.trainer import fit, resume_config
+    from ..train import distributed, recipes
+    from ..train.trainer import Dist, fit, resume_config
+
+    if args.nproc is not None and not distributed.launched_by_torchrun():
+        return distributed.launch(args.nproc, distributed.strip_nproc(args.argv))
 
     overrides = {field: getattr(args, dest) for dest, field in FIELDS.items()}
     if args.resume:
@@ -67,8 +73,6 @@ def run(args: argparse.Namespace) -> int:
         if args.out_dir and Path(args.out_dir) != Path(args.resume):
             raise ConfigError("--out-dir and --resume name different folders; --resume RUN_DIR "
                               "continues the run in RUN_DIR, drop --out-dir.")
-        if args.overwrite:
-            raise ConfigError("--overwrite cannot be combined with --resume; choose one.")
         config = resume_config(Path(args.resume),
                                {"recipe": args.recipe, **overrides})
         out_dir = Path(args.resume)
@@ -80,9 +84,14 @@ def run(args: argparse.Namespace) -> int:
         file_settings = recipes.read_toml(args.config) if args.config else None
         config = recipes.resolve(args.recipe, file_settings, overrides, config_path=args.config)
         out_dir = Path(args.out_dir or Path("runs") / args.recipe)
-    history = fit(config, out_dir, resume=bool(args.resume), overwrite=args.overwrite,
-                  show_progress=not args.no_progress, log=lambda line: print(line, flush=True))
-    if history:
+    dist = distributed.setup(config.device) if distributed.launched_by_torchrun() else Dist()
+    try:
+        history = fit(config, out_dir, resume=bool(args.resume), overwrite=args.overwrite,
+                      dist=dist, show_progress=not args.no_progress,
+                      log=lambda line: print(line, flush=True))
+    finally:
+        distributed.teardown()
+    if history and dist.is_main:
         best = max(history, key=lambda row: row["test_acc"])
         print(f"best test accuracy {best['test_acc']:.4f} at epoch {best['epoch']}; "
               f"evaluate with: spikeforge eval {out_dir}")

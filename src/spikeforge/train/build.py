@@ -44,6 +44,13 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``--amp``: fp16 on CUDA (with grad scaling), bf16 on CPU."""
+    if not config.amp:
+        return None
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
 def build_model(config: TrainConfig) -> nn.Module:
     """The recipe network with the config's model settings."""
     c = config

@@ -8,8 +8,9 @@ TensorBoard scalars. Every random stream is a function of the seed and the epoch
 checkpoint holds the model, optimizer, scheduler, grad scaler and torch RNG states, so a run
 resumed from ``last/`` continues exactly as the uninterrupted run would have.
 
-Distributed hooks (filled in by DDP): ``rank``/``world_size`` pick each rank's shard of every
-epoch, ``reduce`` sums the epoch totals over ranks, and only rank 0 writes to the run directory.
+Distributed hooks (:class:`Dist`, filled in by DDP): ``rank``/``world_size`` pick each rank's
+shard of every epoch, ``reduce`` sums the epoch totals over ranks, ``wrap`` wraps the model for
+training (checkpoints hold the unwrapped one), and only rank 0 writes to the run directory.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import CheckpointError, ConfigError
 from . import checkpoint
 from .build import (
     TEST_STREAM,
     TRAIN_STREAM,
+    amp_dtype,
     build_model,
     build_optimizer,
     build_scheduler,
@@ -49,6 +51,8 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     reduce: Callable[[Tensor], Tensor] = lambda t: t
+    barrier: Callable[[], object] = lambda: None
+    wrap: Callable[[nn.Module], nn.Module] = lambda model: model
 
     @property
     def is_main(self) -> bool:
@@ -92,6 +96,8 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         log: Callable[[str], None] = print) -> list[dict[str, float]]:
     """Train ``config`` into ``out_dir`` (new, or resumed from its ``last/``); return the
     metrics rows of every completed epoch."""
+    if resume and overwrite:
+        raise ConfigError("--overwrite cannot be combined with --resume; choose one.")
     dist = dist or Dist()
     out_dir = Path(out_dir)
     device = resolve_device(config.device)
@@ -100,25 +106,25 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         if dist.is_main:
             for name in ("last", "best"):
                 checkpoint.recover(out_dir, name)
+        dist.barrier()
         state = checkpoint.load_state(checkpoint.locate(out_dir, "last"))
     else:
         check_out_dir(out_dir, overwrite)
+        dist.barrier()
     train_set = load_data(config, "train")
     test_set = load_data(config, "test")
 
     torch.manual_seed(config.seed)
     task = build_task(config)
-    model = build_model(config).to(device)
-    optimizer = build_optimizer(config, model.parameters())
+    net = build_model(config).to(device)  # what checkpoints hold; `model` is what trains
+    optimizer = build_optimizer(config, net.parameters())
     scheduler = build_scheduler(config, optimizer)
-    amp_dtype = None
-    if config.amp:
-        amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
+    autocast = amp_dtype(config, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast is torch.float16)
     history: list[dict[str, float]] = []
-    best_acc, start_epoch = -1.0, 0
+    best_acc, done = -1.0, 0  # done = completed epochs, the epoch last/ holds
     if state is not None:
-        checkpoint.load_weights(checkpoint.locate(out_dir, "last"), model, config.model)
+        checkpoint.load_weights(checkpoint.locate(out_dir, "last"), net, config.model)
         try:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -127,81 +133,76 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
             raise CheckpointError(f"{out_dir}/last/state.pt does not fit this run's optimizer "
                                   f"({err}); the checkpoint is damaged.") from None
         checkpoint.set_rng_state(state["rng"])
-        history, best_acc, start_epoch = state["history"], state["best_acc"], state["epoch"]
+        history, best_acc, done = state["history"], state["best_acc"], state["epoch"]
+    model = dist.wrap(net)
 
-    if dist.is_main:
-        if not resume:
-            if overwrite and out_dir.exists():
-                clear_run(out_dir)
-            out_dir.mkdir(parents=True, exist_ok=True)
-        write_config(out_dir, config)
-        write_metrics(out_dir, history)
     writer = None
     if dist.is_main:
+        if overwrite and out_dir.exists():
+            clear_run(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_config(out_dir, config)
+        write_metrics(out_dir, history)
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out_dir / "tensorboard"),
-                               purge_step=start_epoch + 1 if start_epoch else None)
-    if dist.is_main:
+        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=done + 1 if done else None)
         log(f"{config.recipe}: {config.description}")
-        log(f"run directory: {out_dir}" + (f" (resumed after epoch {start_epoch})" if resume
-                                            else ""))
-    if start_epoch >= config.epochs and dist.is_main:
-        log(f"{out_dir} already finished {start_epoch} of {config.epochs} epochs; nothing to do "
-            "(raise --epochs to train longer).")
-    log_every = 20 if device.type == "cuda" else 1
+        log(f"run directory: {out_dir}" + (f" (resumed after epoch {done})" if resume else ""))
+        if done >= config.epochs:
+            log(f"{out_dir} already finished {done} of {config.epochs} epochs; nothing to do "
+                "(raise --epochs to train longer).")
+    log_every = 20 if device.type == "cuda" else 1  # a host sync per progress update
     shown = show_progress and dist.is_main
     try:
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(done, config.epochs):
             tick = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
             batches, total = _batches(train_set, config, device, dist, train=True, epoch=epoch)
             try:
                 train = train_one_epoch(
                     model, task, batches, optimizer, num_batches=total, device=device,
-                    title=f"train {epoch + 1}/{config.epochs}", amp_dtype=amp_dtype,
+                    title=f"train {epoch + 1}/{config.epochs}", amp_dtype=autocast,
                     scaler=scaler if scaler.is_enabled() else None,
                     generator=_generator(config, device, TRAIN_STREAM, epoch, dist.rank),
                     reduce=dist.reduce, show_progress=shown, log_every=log_every)
+                if not math.isfinite(train.loss):  # another rank diverged
+                    raise Diverged(f"the training loss became {train.loss}")
             except Diverged as err:
-                kept = f"{out_dir}/last still holds epoch {start_epoch}" if start_epoch else \
+                kept = f"{out_dir}/last still holds epoch {done}" if done else \
                     "no checkpoint was written"
                 raise Diverged(f"{err} in epoch {epoch + 1}; training stopped and {kept}; lower "
                                "--lr (or drop --amp) and train again.") from None
             scheduler.step()
             batches, total = _batches(test_set, config, device, dist, train=False, epoch=epoch)
             test = evaluate(model, task, batches, num_batches=total, device=device,
-                            title=f"test  {epoch + 1}/{config.epochs}", amp_dtype=amp_dtype,
+                            title=f"test  {epoch + 1}/{config.epochs}", amp_dtype=autocast,
                             generator=_generator(config, device, TEST_STREAM, dist.rank),
                             reduce=dist.reduce, show_progress=shown, log_every=log_every)
-            if not math.isfinite(train.loss):
-                raise Diverged(f"the training loss of epoch {epoch + 1} is {train.loss}; "
-                               "training stopped; lower --lr and train again.")
             row = {"epoch": epoch + 1, "train_loss": train.loss, "train_acc": train.acc,
                    "test_loss": test.loss, "test_acc": test.acc,
                    "train_img_per_s": train.img_per_s, "test_img_per_s": test.img_per_s,
                    "lr": lr, "seconds": time.perf_counter() - tick}
             history.append(row)
             improved = test.acc > best_acc
-            best_acc = max(best_acc, test.acc)
-            start_epoch = epoch + 1
-            if dist.is_main:
-                state = {"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                         "rng": checkpoint.rng_state(), "best_acc": best_acc,
-                         "history": history}
-                if improved:
-                    checkpoint.save(out_dir, "best", model, state, config.model)
-                checkpoint.save(out_dir, "last", model, state, config.model)
-                write_metrics(out_dir, history)
-                for key, value in row.items():
-                    if key != "epoch":
-                        writer.add_scalar(_tb_tag(key), value, epoch + 1)
-                writer.flush()
-                log(f"epoch {epoch + 1}/{config.epochs}  train loss {train.loss:.4f} acc "
-                    f"{train.acc:.4f}  test loss {test.loss:.4f} acc {test.acc:.4f}  "
-                    f"{train.img_per_s:.0f} img/s  lr {lr:.3g}  {row['seconds']:.1f} s"
-                    + ("  (best)" if improved else ""))
+            best_acc, done = max(best_acc, test.acc), epoch + 1
+            if not dist.is_main:
+                continue
+            # best/ before last/: a kill in between resumes from the older last/, redoes this
+            # epoch identically and writes best/ again
+            state = {"epoch": done, "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                     "rng": checkpoint.rng_state(), "best_acc": best_acc, "history": history}
+            if improved:
+                checkpoint.save(out_dir, "best", net, state, config.model)
+            checkpoint.save(out_dir, "last", net, state, config.model)
+            write_metrics(out_dir, history)
+            for key, value in row.items():
+                if key != "epoch":
+                    writer.add_scalar(_tb_tag(key), value, done)
+            writer.flush()
+            log(f"epoch {done}/{config.epochs}  train loss {train.loss:.4f} acc {train.acc:.4f}  "
+                f"test loss {test.loss:.4f} acc {test.acc:.4f}  {train.img_per_s:.0f} img/s  "
+                f"lr {lr:.3g}  {row['seconds']:.1f} s" + ("  (best)" if improved else ""))
     finally:
         if writer is not None:
             writer.close()
