@@ -1,0 +1,269 @@
+"""Training and evaluation speed of the four recipes: spikeforge beside a plain per-step PyTorch
+loop, SpikingJelly and snnTorch (when installed), interleaved in one process.
+
+    python benchmarks/bench_speed.py                      # all recipes, writes JSON + RESULTS.md
+    python benchmarks/bench_speed.py --recipes fc-lif --rounds 2 --no-write
+
+Every framework gets the same random batch (MNIST-like images or 1.5 %-dense event frames), the
+recipe's batch size, T, loss and optimizer. Each round times every framework in turn (the order
+rotates between rounds), so machine-speed drift hits all of them alike; the figures are medians
+over rounds, and ratios are taken inside this one run. Peak memory is the peak RSS of a separate
+process that builds and runs only that framework. The FLOP fraction is the matmul/conv FLOPs that
+each framework's training step runs (torch's FlopCounterMode; work done by spikeforge's own
+sparse kernels is not counted) per second, over the best of a 2048³ GEMM and the recipe's
+heaviest convolution measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import speed_baselines  # noqa: E402
+import speed_frameworks  # noqa: E402
+
+from spikeforge.commands import bench as sf_bench  # noqa: E402
+
+#: recipe → (T, batch, framework the target is against, target ratio, timed steps per round)
+RECIPES = {
+    "fc-lif": (100, 64, "spikingjelly-ss", 10.0, 5),
+    "csnn": (4, 128, "spikingjelly-ms", 2.0, 2),
+    "nmnist-csnn": (300, 128, "snntorch", 5.0, 1),
+    "rleaky": (10, 128, "snntorch", 3.0, 10),
+}
+#: the heaviest convolution of each recipe, (batch, in, out, size, kernel), for the peak.
+CONV_PEAK = {"csnn": (512, 64, 64, 14, 3), "nmnist-csnn": (4096, 12, 32, 15, 5)}
+
+
+def makers(recipe: str, amp: bool = True) -> dict:
+    """framework → maker(x, y, steps) for every framework installed here."""
+    found = {
+        "spikeforge": lambda x, y, t: _spikeforge(recipe, x, t, False),
+        "plain-pytorch": speed_baselines.MAKERS[recipe],
+    }
+    if amp:
+        found["spikeforge-bf16"] = lambda x, y, t: _spikeforge(recipe, x, t, True)
+    for name, make in speed_frameworks.MAKERS[recipe].items():
+        try:
+            make(*_tiny(recipe))
+        except ImportError:
+            continue
+        found[name] = make
+    return found
+
+
+def _tiny(recipe):
+    steps, batch = 2, 2
+    x, y = sf_bench.random_batch("frames" if recipe == "nmnist-csnn" else "image", batch, steps)
+    return x, y, steps
+
+
+def _spikeforge(recipe, x, steps, amp):
+    w = sf_bench.workload(recipe, batch=x.shape[1] if x.dim() == 5 else x.shape[0], steps=steps,
+                          amp=amp)
+    return w.train, w.evaluate
+
+
+def data(recipe: str):
+    steps, batch = RECIPES[recipe][:2]
+    encoding = "frames" if recipe == "nmnist-csnn" else "image"
+    return sf_bench.random_batch(encoding, batch, steps) + (steps,)
+
+
+def flops_of(train_step) -> float:
+    """matmul/conv FLOPs (forward + backward) of one training step, as torch counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        train_step()
+    return float(counter.get_total_flops())
+
+
+def peak_flops(recipe: str) -> float:
+    """Best FLOP/s of a 2048³ fp32 GEMM and of the recipe's heaviest convolution (fwd)."""
+    a = torch.randn(2048, 2048)
+    best = 0.0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        a @ a
+        best = max(best, 2 * 2048**3 / (time.perf_counter() - t0))
+    if recipe in CONV_PEAK:
+        n, cin, cout, size, k = CONV_PEAK[recipe]
+        x, w = torch.randn(n, cin, size, size), torch.randn(cout, cin, k, k)
+        out = size - k + 1 if k == 5 else size
+        flops = 2 * n * cout * out * out * cin * k * k
+        for _ in range(2):
+            t0 = time.perf_counter()
+            torch.nn.functional.conv2d(x, w, padding=1 if k == 3 else 0)
+            best = max(best, flops / (time.perf_counter() - t0))
+    return best
+
+
+def _time(fn, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def bench_recipe(recipe: str, rounds: int, amp: bool, log) -> dict:
+    steps, batch, _, _, iters = RECIPES[recipe]
+    x, y, steps = data(recipe)
+    fws = {name: make(x, y, steps) for name, make in makers(recipe, amp).items()}
+    for name, (train, evaluate) in fws.items():
+        train()
+        evaluate()
+        log(f"  {recipe}: {name} warmed up")
+    times = {name: {"train": [], "eval": []} for name in fws}
+    peaks = []
+    names = list(fws)
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        peaks.append(peak_flops(recipe))
+        for name in order:
+            train, evaluate = fws[name]
+            times[name]["train"] += _time(train, iters)
+            times[name]["eval"] += _time(evaluate, iters)
+        log(f"  {recipe}: round {r + 1}/{rounds} done")
+    result = {}
+    for name, t in times.items():
+        tr, ev = statistics.median(t["train"]), statistics.median(t["eval"])
+        result[name] = {"train_img_s": batch / tr, "eval_img_s": batch / ev, "train_s": tr,
+                        "eval_s": ev, "train_samples": t["train"], "eval_samples": t["eval"],
+                        "flops_per_train_step": flops_of(fws[name][0])}
+    return {"frameworks": result, "peak_flops": max(peaks), "T": steps, "batch": batch}
+
+
+def memory_of(recipe: str, framework: str) -> dict:
+    """Peak RSS of a fresh process that runs only ``framework`` (two train steps, one eval)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-of", recipe, framework]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-500:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _memory_child(recipe: str, framework: str) -> None:
+    x, y, steps = data(recipe)
+    base = sf_bench.peak_rss_mib()
+    train, evaluate = makers(recipe, amp=True)[framework](x, y, steps)
+    for _ in range(2):
+        train()
+    evaluate()
+    print(json.dumps({"peak_rss_mib": sf_bench.peak_rss_mib(), "before_mib": base}))
+
+
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+def table(results: dict) -> str:
+    """The markdown table of one run."""
+    lines = ["| recipe | framework | train img/s | eval img/s | spikeforge ÷ this (train, "
+             "eval) | peak RSS MiB | FLOP fraction (train) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for recipe, r in results["recipes"].items():
+        fws = r["frameworks"]
+        ours = fws["spikeforge"]
+        for name, f in fws.items():
+            ratio = ("" if name.startswith("spikeforge") else
+                     f"{ours['train_img_s'] / f['train_img_s']:.2f}×, "
+                     f"{ours['eval_img_s'] / f['eval_img_s']:.2f}×")
+            mem = r.get("memory", {}).get(name, {}).get("peak_rss_mib")
+            frac = f["flops_per_train_step"] / f["train_s"] / r["peak_flops"]
+            lines.append(f"| {recipe} (T={r['T']}, b={r['batch']}) | {name} | "
+                         f"{f['train_img_s']:,.0f} | {f['eval_img_s']:,.0f} | {ratio} | "
+                         f"{'' if mem is None else f'{mem:,.0f}'} | {frac:.1%} |")
+    return "\n".join(lines)
+
+
+def targets(results: dict) -> str:
+    lines = ["| recipe | target | train: got | eval: got | met? |", "|---|---|---:|---:|---|"]
+    for recipe, r in results["recipes"].items():
+        _, _, against, goal, _ = RECIPES[recipe]
+        fws = r["frameworks"]
+        if against not in fws:
+            lines.append(f"| {recipe} | ≥ {goal:g}× {against} | – | – | {against} not installed |")
+            continue
+        tr = fws["spikeforge"]["train_img_s"] / fws[against]["train_img_s"]
+        ev = fws["spikeforge"]["eval_img_s"] / fws[against]["eval_img_s"]
+        ok = tr >= goal and ev >= goal
+        miss = "" if ok else f" (train at {tr / goal:.0%} of the target, eval {ev / goal:.0%})"
+        lines.append(f"| {recipe} | ≥ {goal:g}× {against} | {tr:.2f}× | {ev:.2f}× | "
+                     f"{'yes' if ok else 'no' + miss} |")
+    return "\n".join(lines)
+
+
+def write_results_md(path: Path, results: dict, command: str) -> None:
+    """Replace this benchmark's section of RESULTS.md (between its markers), or append it."""
+    begin, end = "<!-- speed:begin -->", "<!-- speed:end -->"
+    m = results["machine"]
+    section = "\n".join([
+        begin, "## Training speed (`benchmarks/bench_speed.py`)", "",
+        f"{m['machine']}, {m['cores']} CPU cores, torch {m['torch']} ({m['threads']} threads), "
+        f"load average {m['load_start']:.1f} at start and {m['load_end']:.1f} at the end; "
+        f"{m['date']}. Reproduce: `{command}`. Raw numbers: `benchmarks/speed.json`.", "",
+        table(results), "", targets(results), "", end,
+    ])
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--no-amp", action="store_true", help="skip the bf16 autocast column")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    p.add_argument("--no-write", action="store_true", help="print only; keep JSON/RESULTS.md")
+    p.add_argument("--memory-of", nargs=2, metavar=("RECIPE", "FRAMEWORK"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.memory_of:
+        _memory_child(*args.memory_of)
+        return 0
+    command = "python benchmarks/bench_speed.py " + " ".join(argv or sys.argv[1:])
+    machine = {"machine": platform.machine(), "cores": os.cpu_count(),
+               "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "date": str(date.today()), "load_start": _load()}
+    results = {"machine": machine, "recipes": {}}
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    for recipe in args.recipes:
+        r = bench_recipe(recipe, args.rounds, not args.no_amp, log)
+        if not args.no_memory:
+            r["memory"] = {name: memory_of(recipe, name) for name in r["frameworks"]}
+        results["recipes"][recipe] = r
+    machine["load_end"] = _load()
+    print(table(results))
+    print()
+    print(targets(results))
+    if not args.no_write:
+        (HERE / "speed.json").write_text(json.dumps(results, indent=1))
+        write_results_md(HERE / "RESULTS.md", results, command.strip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
