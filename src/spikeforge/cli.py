@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse ``argv``, run the command, map user errors to exit status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 0
