@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train_synthetic import write_mnist, write_nmnist
+from test_train_synthetic import one_thread, write_mnist, write_nmnist  # noqa: F401 (autouse fixture)
 
 from spikeforge.cli import main
 from spikeforge.train import load_run

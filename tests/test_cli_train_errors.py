@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from test_train_synthetic import write_mnist
+from test_train_synthetic import one_thread, write_mnist  # noqa: F401 (autouse fixture)
 
 from spikeforge import functional as SF
 from spikeforge.cli import main

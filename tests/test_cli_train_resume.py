@@ -12,7 +12,9 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train_synthetic import write_mnist
+from test_train_synthetic import one_thread, write_mnist  # noqa: F401 (autouse fixture)
+
+from spikeforge.cli import main
 
 TIMING = ("train_img_per_s", "test_img_per_s", "seconds")
 
@@ -32,15 +34,12 @@ def env() -> dict[str, str]:
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path):
+def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path, capsys):
     data = write_mnist(tmp_path / "mnist", n_train=640, n_test=128)
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    # the uninterrupted run, in parallel with the one we kill
-    reference = subprocess.Popen(command(data, straight, "--no-progress"), env=env(),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     victim = subprocess.Popen(command(data, killed), env=env(), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
-    seen = []
+    seen: list[str] = []
     for line in victim.stdout:  # plain progress lines: one per tenth of an epoch
         seen.append(line)
         if line.startswith("train 2/3") and " 40/40 " not in line:
@@ -52,12 +51,11 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path):
     assert state["epoch"] == 1
     assert len(metrics(killed)) == 1
 
-    resumed = subprocess.run(command(data, killed, "--no-progress")[:4]
-                             + ["--resume", str(killed), "--no-progress"], env=env(),
-                             capture_output=True, text=True, timeout=120)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resumed after epoch 1" in resumed.stdout
-    assert reference.wait(timeout=120) == 0, reference.stderr.read()
+    # the uninterrupted run, and the resumed one, in this process (also on one thread)
+    assert main(command(data, straight, "--no-progress")[3:]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(killed), "--no-progress"]) == 0
+    assert "resumed after epoch 1" in capsys.readouterr().out
 
     for name in ("last", "best"):
         wa, wb = (load_file(run / name / "model.safetensors") for run in (killed, straight))

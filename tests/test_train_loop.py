@@ -7,7 +7,7 @@ import io
 
 import pytest
 import torch
-from test_train_synthetic import synthetic_dataset
+from test_train_synthetic import one_thread, synthetic_dataset  # noqa: F401 (autouse fixture)
 
 from spikeforge import functional as SF
 from spikeforge.neuron import SpikingNeuron

@@ -11,9 +11,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from spikeforge.data import StaticDataset, load_dataset, write_idx
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread for the tiny models of every module that imports this fixture: on a
+    shared 2-core machine, OpenMP barriers between two threads cost milliseconds per op (10x
+    slower steps), and one thread loses nothing at these sizes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
