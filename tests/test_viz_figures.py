@@ -95,6 +95,7 @@ def test_layer_rates_one_bar_per_layer_in_order(tmp_path):
     ax = out.figure.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == list(rates)
     assert ax.get_ylim()[0] > ax.get_ylim()[1]   # first layer on top
+    assert [t.get_text() for t in ax.texts] == ["0.08", "0.02", "0.3"]
     with pytest.raises(ValueError, match="no spiking layer"):
         viz.layer_rates({}, tmp_path / "none.png")
 

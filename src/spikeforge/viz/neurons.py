@@ -126,7 +126,7 @@ def layer_rates(rates: Mapping[str, float], path: str | os.PathLike,
     top = max(float(values.max()), 1e-3)
     ax.set_xlim(0, top * 1.25)
     for k, value in enumerate(values):
-        ax.text(value + top * 0.02, k, f"{value:.3f}", va="center", fontsize=8)
+        ax.text(value + top * 0.02, k, f"{value:.3g}", va="center", fontsize=8)
     ax.set_xlabel("firing rate (spikes per neuron per time step)")
     ax.set_title(title)
     return LayerRates(style.save(fig, path), fig, bars, values)
