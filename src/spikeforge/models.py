@@ -13,6 +13,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from .kernels import sparse
 from .layer import SeqToBatch, seq
 from .neuron import IF, LIF, Leaky, RLeaky
 from .surrogate import ATan
@@ -65,7 +66,11 @@ class CSNN(nn.Module):
 
 
 class NmnistCSNN(nn.Module):
-    """12C5-MP2-32C5-MP2-800FC10 with Leaky(β) neurons: snnTorch's N-MNIST tutorial net."""
+    """12C5-MP2-32C5-MP2-800FC10 with Leaky(β) neurons: snnTorch's N-MNIST tutorial net.
+
+    On sparse CPU frames the first Conv-MaxPool runs from the nonzero events only
+    (:func:`spikeforge.kernels.sparse.conv_pool`), equal to the dense layers up to float rounding.
+    """
 
     def __init__(self, beta: float = 0.5, classes: int = 10) -> None:
         super().__init__()
@@ -77,7 +82,10 @@ class NmnistCSNN(nn.Module):
         )
 
     def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
-        return self.net(frames)
+        pooled = sparse.conv_pool(frames, self.net[0].module, self.net[1].module)
+        if pooled is None:
+            return self.net(frames)
+        return self.net[2:](pooled)
 
 
 class RLeakyNet(nn.Module):

@@ -7,7 +7,11 @@
 // -ffp-contract=off and no fast-math, so every forward op rounds exactly as the reference loop's.
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 typedef int64_t i64;
 
@@ -308,4 +312,143 @@ extern "C" void poisson_encode(const i64* idx, const uint32_t* q, i64 K, i64 T, 
         poisson_rows<uint16_t>(idx, q, K, T, N, seed, (uint16_t*)out, (uint16_t)one, nthreads);
     else
         poisson_rows<uint8_t>(idx, q, K, T, N, seed, (uint8_t*)out, (uint8_t)one, nthreads);
+}
+
+// Convolution (stride 1, zero padding `pad`) followed by 2×2 max pooling, for sparse input such
+// as event frames: the convolution is scattered from the nonzero inputs only, into a per-sample
+// buffer [OH·OW, OP] (OP = O rounded up to 16, weights given as w [C, K, K, OP], bias [OP]) that
+// is pooled at once, so the full-resolution output never reaches memory. out [NB, O, PH, PW];
+// arg [NB, O, PH, PW] keeps which of the 2×2 window won (0..3, row-major, first maximum wins as
+// in torch's max_pool2d) for the backward pass.
+static inline void pool_dims(i64 H, i64 W, i64 K, i64 pad, i64* OH, i64* OW) {
+    *OH = H + 2 * pad - K + 1;
+    *OW = W + 2 * pad - K + 1;
+}
+
+extern "C" void sparse_conv_pool_forward(const float* x, const float* w, const float* bias,
+                                         float* out, uint8_t* arg, i64 NB, i64 C, i64 H, i64 W,
+                                         i64 O, i64 OP, i64 K, i64 pad, int nthreads) {
+    i64 OH, OW;
+    pool_dims(H, W, K, pad, &OH, &OW);
+    const i64 PH = OH / 2, PW = OW / 2;
+#pragma omp parallel num_threads(threads_for(NB * OH * OW * OP, nthreads))
+    {
+        float* conv = (float*)malloc(sizeof(float) * OH * OW * OP);
+        float* pooled = (float*)malloc(sizeof(float) * PH * PW * OP);
+        uint8_t* parg = (uint8_t*)malloc(PH * PW * OP);
+#pragma omp for schedule(static)
+        for (i64 n = 0; n < NB; ++n) {
+            for (i64 p = 0; p < OH * OW; ++p) memcpy(conv + p * OP, bias, sizeof(float) * OP);
+            const float* xn = x + n * C * H * W;
+            for (i64 c = 0; c < C; ++c) {
+                for (i64 iy = 0; iy < H; ++iy) {
+                    for (i64 ix = 0; ix < W; ++ix) {
+                        const float v = xn[(c * H + iy) * W + ix];
+                        if (v == 0.0f) continue;
+                        for (i64 ky = 0; ky < K; ++ky) {
+                            const i64 oy = iy + pad - ky;
+                            if (oy < 0 || oy >= OH) continue;
+                            for (i64 kx = 0; kx < K; ++kx) {
+                                const i64 ox = ix + pad - kx;
+                                if (ox < 0 || ox >= OW) continue;
+                                float* dst = conv + (oy * OW + ox) * OP;
+                                const float* wr = w + ((c * K + ky) * K + kx) * OP;
+                                for (i64 o = 0; o < OP; ++o) dst[o] += v * wr[o];
+                            }
+                        }
+                    }
+                }
+            }
+            // pool, branch-free across the OP channels of each window, then transpose to NCHW
+            for (i64 py = 0; py < PH; ++py) {
+                for (i64 px = 0; px < PW; ++px) {
+                    const float* c0 = conv + ((2 * py) * OW + 2 * px) * OP;
+                    const float* win[4] = {c0, c0 + OP, c0 + OW * OP, c0 + OW * OP + OP};
+                    float* pm = pooled + (py * PW + px) * OP;
+                    uint8_t* pa = parg + (py * PW + px) * OP;
+                    for (i64 o = 0; o < OP; ++o) {
+                        float m = win[0][o];
+                        uint8_t a = 0;
+                        for (uint8_t q = 1; q < 4; ++q) {
+                            const float val = win[q][o];
+                            const bool take = val > m || val != val;
+                            m = take ? val : m;
+                            a = take ? q : a;
+                        }
+                        pm[o] = m;
+                        pa[o] = a;
+                    }
+                }
+            }
+            for (i64 o = 0; o < O; ++o) {
+                for (i64 p = 0; p < PH * PW; ++p) {
+                    out[(n * O + o) * PH * PW + p] = pooled[p * OP + o];
+                    arg[(n * O + o) * PH * PW + p] = parg[p * OP + o];
+                }
+            }
+        }
+        free(conv);
+        free(pooled);
+        free(parg);
+    }
+}
+
+// dL/dw [C, K, K, OP] of sparse_conv_pool_forward from dL/d(out): every nonzero input adds, at
+// each tap, v·g for the channels whose pooling window it reached through the winning position.
+// Each thread sums into its own slice of gw_parts [nthreads, C, K, K, OP] (zeroed by the caller).
+extern "C" void sparse_conv_pool_backward(const float* x, const uint8_t* arg, const float* g,
+                                          float* gw_parts, i64 NB, i64 C, i64 H, i64 W, i64 O,
+                                          i64 OP, i64 K, i64 pad, int nthreads) {
+    i64 OH, OW;
+    pool_dims(H, W, K, pad, &OH, &OW);
+    const i64 PH = OH / 2, PW = OW / 2;
+    const int nth = threads_for(NB * OH * OW * OP, nthreads);
+#pragma omp parallel num_threads(nth)
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num();
+#else
+        const int tid = 0;
+#endif
+        float* gw = gw_parts + (i64)tid * C * K * K * OP;
+        float* gt = (float*)malloc(sizeof(float) * PH * PW * OP);
+        uint8_t* at = (uint8_t*)malloc(PH * PW * OP);
+#pragma omp for schedule(static)
+        for (i64 n = 0; n < NB; ++n) {
+            memset(gt, 0, sizeof(float) * PH * PW * OP);
+            memset(at, 255, PH * PW * OP);
+            for (i64 o = 0; o < O; ++o) {
+                for (i64 p = 0; p < PH * PW; ++p) {
+                    gt[p * OP + o] = g[(n * O + o) * PH * PW + p];
+                    at[p * OP + o] = arg[(n * O + o) * PH * PW + p];
+                }
+            }
+            const float* xn = x + n * C * H * W;
+            for (i64 c = 0; c < C; ++c) {
+                for (i64 iy = 0; iy < H; ++iy) {
+                    for (i64 ix = 0; ix < W; ++ix) {
+                        const float v = xn[(c * H + iy) * W + ix];
+                        if (v == 0.0f) continue;
+                        for (i64 ky = 0; ky < K; ++ky) {
+                            const i64 oy = iy + pad - ky;
+                            if (oy < 0 || oy >= 2 * PH) continue;
+                            for (i64 kx = 0; kx < K; ++kx) {
+                                const i64 ox = ix + pad - kx;
+                                if (ox < 0 || ox >= 2 * PW) continue;
+                                const uint8_t slot = (uint8_t)((oy % 2) * 2 + ox % 2);
+                                const i64 p = (oy / 2) * PW + ox / 2;
+                                const float* gp = gt + p * OP;
+                                const uint8_t* ap = at + p * OP;
+                                float* dst = gw + ((c * K + ky) * K + kx) * OP;
+                                for (i64 o = 0; o < OP; ++o)
+                                    dst[o] += ap[o] == slot ? v * gp[o] : 0.0f;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        free(gt);
+        free(at);
+    }
 }
