@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from . import kernels
 from .kernels import reference
+from .kernels.rleaky import rleaky as fused_rleaky
 from .surrogate import ATan, Surrogate
 
 
@@ -320,6 +321,14 @@ class RLeaky(_SnnTorchNeuron):
         s = self.spikes if self.spikes is not None and self.spikes.shape == u.shape \
             else torch.zeros_like(u)
         beta = self._beta(x_seq)
+        if self.backend != "reference" and self.recurrence != "conv":
+            bias = self.recurrent.bias if self.recurrence == "linear" else None
+            spikes_seq, mems_seq = fused_rleaky(
+                x_seq, u, s, beta, self.recurrent.weight, bias, self.recurrence, self.threshold,
+                self.reset == "zero", self.surrogate,
+            )
+            self.v, self.spikes = mems_seq[-1], spikes_seq[-1]
+            return self._out(spikes_seq, mems_seq)
         spikes, mems = [], []
         for t in range(x_seq.shape[0]):
             s, u = reference.rleaky_step(x_seq[t], self.recurrent(s), u, beta, self.threshold,

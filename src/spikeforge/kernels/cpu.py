@@ -35,6 +35,8 @@ _SIGNATURES = {
     "poisson_encode": [_P, _P, _I, _I, _I, ctypes.c_uint64, _P, _C, ctypes.c_uint32, _C],
     "sparse_conv_pool_forward": [_P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _C],
     "sparse_conv_pool_backward": [_P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _C],
+    "rleaky_step_forward": [_P, _P, _P, _P, _P, _P, _I, _F, _C],
+    "rleaky_step_backward": [_P, _P, _P, _P, _P, _P, _P, _P, _I, _F, _C, _C, _F, _F],
     "leaky_backward": [_P, _P, _P, _P, _I, _P, _I, _P, _P, _P, _I, _I, _F, _C, _C, _F, _F, _C],
 }
 

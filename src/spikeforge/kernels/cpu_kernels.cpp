@@ -452,3 +452,50 @@ extern "C" void sparse_conv_pool_backward(const float* x, const uint8_t* arg, co
         free(at);
     }
 }
+
+// One RLeaky step (snnTorch), elementwise over N, in the reference's operation order:
+// R = Θ(U − thr); base = β·U + X + FB; U' = base − R·thr (subtract) or base − R·base (zero);
+// S = Θ(U' − thr). beta is given per element.
+extern "C" void rleaky_step_forward(const float* u, const float* x, const float* fb,
+                                    const float* beta, float* u_out, float* s_out, i64 N,
+                                    float thr, int reset_zero) {
+    for (i64 i = 0; i < N; ++i) {
+        const float r = (u[i] - thr > 0.0f) ? 1.0f : 0.0f;
+        const float base = beta[i] * u[i] + x[i] + fb[i];
+        const float un = reset_zero ? base - r * base : base - r * thr;
+        u_out[i] = un;
+        s_out[i] = (un - thr > 0.0f) ? 1.0f : 0.0f;
+    }
+}
+
+// Its backward at step t: G = (gU + gS·Θ'(U − thr) + carry)·(1 − R if zero), R from U[t−1];
+// writes G, carry' = β·G and adds G·U[t−1] to gbeta. gu/gs may be NULL (zero).
+template <int SG>
+static void rleaky_step_backward_impl(const float* u, const float* u_prev, const float* beta,
+                                      const float* gu, const float* gs, float* carry, float* g,
+                                      float* gbeta, i64 N, float thr, int reset_zero, float c1,
+                                      float c2) {
+    for (i64 i = 0; i < N; ++i) {
+        float gi = gu ? gu[i] + carry[i] : carry[i];
+        if (gs) gi = gi + gs[i] * surrogate_grad<SG>(c1, c2, u[i] - thr);
+        if (reset_zero) gi = gi * ((u_prev[i] - thr <= 0.0f) ? 1.0f : 0.0f);
+        g[i] = gi;
+        carry[i] = beta[i] * gi;
+        gbeta[i] += gi * u_prev[i];
+    }
+}
+
+extern "C" void rleaky_step_backward(const float* u, const float* u_prev, const float* beta,
+                                     const float* gu, const float* gs, float* carry, float* g,
+                                     float* gbeta, i64 N, float thr, int reset_zero, int sg_kind,
+                                     float c1, float c2) {
+    if (sg_kind == SG_ATAN)
+        rleaky_step_backward_impl<SG_ATAN>(u, u_prev, beta, gu, gs, carry, g, gbeta, N, thr,
+                                           reset_zero, c1, c2);
+    else if (sg_kind == SG_SIGMOID)
+        rleaky_step_backward_impl<SG_SIGMOID>(u, u_prev, beta, gu, gs, carry, g, gbeta, N, thr,
+                                              reset_zero, c1, c2);
+    else
+        rleaky_step_backward_impl<SG_FAST_SIGMOID>(u, u_prev, beta, gu, gs, carry, g, gbeta, N,
+                                                   thr, reset_zero, c1, c2);
+}

@@ -1,0 +1,143 @@
+"""RLeaky over a whole sequence in one autograd node, for all-to-all or one-to-one feedback.
+
+Forward is the reference loop of :func:`spikeforge.kernels.reference.rleaky_step` with the same
+operations in the same order (so spikes and membranes are bit-identical), run without building a
+graph; backward is hand-written backpropagation through time:
+
+    G[t]  = dL/dbase[t] = (gU[t] + gS_total[t]·Θ'(U[t] − thr) + β·G[t+1]) · (1 − R[t] if zero)
+    gS_total[t] = gS[t] + V'(G[t+1])            (the feedback V(S[t]) enters step t + 1)
+    dL/dX = G;  dL/dβ = Σ G[t]·U[t−1];  dL/dW = Σ_t G[t]ᵀ·S[t−1] in one matmul
+
+where V' is ``G @ W`` (Linear) or ``G ⊙ w`` (one-to-one). The per-step graph of ~10 autograd
+nodes becomes one node. On CPU float32 each step's elementwise part is one compiled call
+(:mod:`.cpu`); elsewhere (GPU, other dtypes, autocast) the same loop runs as tensor operations.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..surrogate import Surrogate
+
+
+def _feedback(kind: str, s: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return F.linear(s, weight, bias) if kind == "linear" else weight * s
+
+
+def _compiled(x_seq: Tensor, beta: Tensor, weight: Tensor):
+    """The compiled CPU step functions when they apply (CPU float32, no autocast), else None."""
+    if (x_seq.device.type != "cpu" or x_seq.dtype != torch.float32 or beta.dtype != torch.float32
+            or weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu")):
+        return None
+    from . import get_backend
+
+    backend = get_backend("auto", "cpu")
+    return backend.library() if hasattr(backend, "library") else None
+
+
+def _c(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+class _RLeaky(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x_seq, u0, s0, beta, weight, bias, kind, threshold, reset_zero, surrogate):
+        lib = _compiled(x_seq, beta, weight)
+        shape = x_seq.shape
+        u, s = u0.expand(shape[1:]), s0.expand(shape[1:])
+        beta_full = beta.detach().expand(shape[1:]).contiguous()
+        spikes, mems = [], []
+        for t in range(shape[0]):
+            # fresh (aligned) tensors per step, as in the reference loop: BLAS rounding can
+            # depend on the alignment of the feedback's input
+            fb = _feedback(kind, s, weight, bias)
+            if lib is not None:
+                u_new, s_new = torch.empty(shape[1:]), torch.empty(shape[1:])
+                lib.rleaky_step_forward(u.contiguous().data_ptr(), x_seq[t].contiguous().data_ptr(),
+                                        fb.contiguous().data_ptr(), beta_full.data_ptr(),
+                                        u_new.data_ptr(), s_new.data_ptr(), u_new.numel(),
+                                        float(threshold), int(reset_zero))
+                u, s = u_new, s_new
+            else:
+                r = (u - threshold > 0).to(u.dtype)
+                base = beta * u + x_seq[t] + fb
+                u = base - r * base if reset_zero else base - r * threshold
+                s = (u - threshold > 0).to(u.dtype)
+            mems.append(u)
+            spikes.append(s)
+        spikes, mems = torch.stack(spikes), torch.stack(mems)
+        ctx.save_for_backward(spikes, mems, u0, s0, beta, beta_full, weight)
+        ctx.args = (kind, threshold, reset_zero, surrogate, bias is not None, lib)
+        ctx.set_materialize_grads(False)
+        return spikes, mems
+
+    @staticmethod
+    def backward(ctx, g_spikes, g_mems):
+        spikes, mems, u0, s0, beta, beta_full, weight = ctx.saved_tensors
+        kind, threshold, reset_zero, surrogate, has_bias, lib = ctx.args
+        steps = mems.shape[0]
+        grads = torch.empty_like(mems)
+        carry = torch.zeros_like(mems[0])
+        g_beta = torch.zeros_like(mems[0])
+        u0_full = u0.expand_as(mems[0]).contiguous()
+        sg = _surrogate_code(surrogate) if lib is not None else None
+        for t in range(steps - 1, -1, -1):
+            u_prev = mems[t - 1] if t > 0 else u0_full
+            g_s = g_spikes[t] if g_spikes is not None else None
+            if t + 1 < steps:
+                back = grads[t + 1] @ weight if kind == "linear" else grads[t + 1] * weight
+                g_s = back if g_s is None else g_s + back
+            g_m = None if g_mems is None else g_mems[t]
+            if lib is not None:
+                g_s = None if g_s is None else g_s.contiguous()
+                g_m = None if g_m is None else g_m.contiguous()
+                lib.rleaky_step_backward(mems[t].data_ptr(), u_prev.data_ptr(),
+                                         beta_full.data_ptr(), _c(g_m), _c(g_s), carry.data_ptr(),
+                                         grads[t].data_ptr(), g_beta.data_ptr(), carry.numel(),
+                                         float(threshold), int(reset_zero), *sg)
+                continue
+            g_u = carry if g_m is None else g_m + carry
+            if g_s is not None:
+                g_u = g_u + g_s * surrogate.derivative(mems[t] - threshold)
+            if reset_zero:
+                g_u = g_u * (u_prev - threshold <= 0).to(g_u.dtype)
+            grads[t] = g_u
+            carry = beta * g_u
+            g_beta += g_u * u_prev
+        s_prev = torch.cat([s0.expand_as(spikes[0]).unsqueeze(0), spikes[:-1]])
+        need = ctx.needs_input_grad
+        g_u0 = carry.sum_to_size(u0.shape) if need[1] else None
+        g_s0 = None
+        if need[2]:
+            g_s0 = grads[0] @ weight if kind == "linear" else grads[0] * weight
+            g_s0 = g_s0.sum_to_size(s0.shape)
+        g_b = g_beta.sum_to_size(beta.shape) if need[3] else None
+        flat_g = grads.reshape(-1, grads.shape[-1])
+        g_w = g_bias = None
+        if need[4]:
+            if kind == "linear":
+                g_w = flat_g.t() @ s_prev.reshape(-1, s_prev.shape[-1])
+            else:
+                g_w = (grads * s_prev).reshape(-1, grads.shape[-1]).sum(0)
+        if has_bias and need[5]:
+            g_bias = flat_g.sum(0)
+        return grads, g_u0, g_s0, g_b, g_w, g_bias, None, None, None, None
+
+
+def _surrogate_code(surrogate: Surrogate) -> tuple[int, float, float]:
+    from .cpu import _surrogate_args
+
+    return _surrogate_args(surrogate)
+
+
+def rleaky(x_seq: Tensor, u: Tensor, s: Tensor, beta: Tensor, weight: Tensor,
+           bias: Tensor | None, kind: str, threshold: float, reset_zero: bool,
+           surrogate: Surrogate) -> tuple[Tensor, Tensor]:
+    """RLeaky over ``x_seq`` [T, ..., n] from membrane ``u`` and spikes ``s`` [..., n], feedback
+    ``F.linear(s, weight, bias)`` (``kind="linear"``) or ``weight ⊙ s`` (``"one_to_one"``):
+    returns (S, U) each [T, ..., n]."""
+    if kind not in ("linear", "one_to_one"):
+        raise ValueError(f"kind must be 'linear' or 'one_to_one', got {kind!r}")
+    return _RLeaky.apply(x_seq, u, s, beta, weight, bias, kind, threshold, reset_zero, surrogate)
