@@ -106,7 +106,7 @@ class _RLeaky(torch.autograd.Function):
             grads[t] = g_u
             carry = beta * g_u
             g_beta += g_u * u_prev
-        s_prev = torch.cat([s0.expand_as(spikes[0]).unsqueeze(0), spikes[:-1]])
+        s_first = s0.expand_as(spikes[0])
         need = ctx.needs_input_grad
         g_u0 = carry.sum_to_size(u0.shape) if need[1] else None
         g_s0 = None
@@ -114,13 +114,18 @@ class _RLeaky(torch.autograd.Function):
             g_s0 = grads[0] @ weight if kind == "linear" else grads[0] * weight
             g_s0 = g_s0.sum_to_size(s0.shape)
         g_b = g_beta.sum_to_size(beta.shape) if need[3] else None
-        flat_g = grads.reshape(-1, grads.shape[-1])
+        n = grads.shape[-1]
+        flat_g = grads.reshape(-1, n)
         g_w = g_bias = None
-        if need[4]:
+        if need[4]:  # Σ_t G[t]ᵀ·S[t−1], S[−1] = s0, without concatenating S[−1] to the spikes
             if kind == "linear":
-                g_w = flat_g.t() @ s_prev.reshape(-1, s_prev.shape[-1])
+                g_w = grads[0].reshape(-1, n).t() @ s_first.reshape(-1, n)
+                if steps > 1:
+                    g_w = g_w + grads[1:].reshape(-1, n).t() @ spikes[:-1].reshape(-1, n)
             else:
-                g_w = (grads * s_prev).reshape(-1, grads.shape[-1]).sum(0)
+                g_w = (grads[0] * s_first).reshape(-1, n).sum(0)
+                if steps > 1:
+                    g_w = g_w + (grads[1:] * spikes[:-1]).reshape(-1, n).sum(0)
         if has_bias and need[5]:
             g_bias = flat_g.sum(0)
         return grads, g_u0, g_s0, g_b, g_w, g_bias, None, None, None, None
