@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -32,12 +31,14 @@ BEGIN, END = "<!-- data:begin -->", "<!-- data:end -->"
 
 
 def _timed(fn, repeats: int = 1) -> float:
+    """Best of ``repeats`` wall-clock times (the machine is shared: the minimum is the least
+    disturbed run)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def _mnist(mnist_dir: str | None) -> tuple[StaticDataset, str]:
@@ -180,7 +181,9 @@ def _section(result: dict) -> str:
         BEGIN,
         "## Data loading (`benchmarks/bench_data.py`)",
         "",
-        f"{result['machine']}; {result['date']}. Raw numbers: `benchmarks/data.json`.",
+        f"{result['machine']}; {result['date']}. Best of 3 runs where repeated; raw numbers: "
+        "`benchmarks/data.json`. The 2 cores are shared with other jobs: whole runs of this "
+        "script have differed by up to 2x, the ratios far less.",
         "",
         f"**MNIST iterator** ({m['data']}), batch {m['batch_size']}, shuffled, float32 on CPU:",
         "",
