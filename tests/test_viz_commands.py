@@ -138,6 +138,20 @@ def test_inspect_grid_marks_predictions(mnist_run, capsys):
                     .predictions[0]) == test_set.sample(i)[1] for i in range(4, 14))
     assert line == f"{right}/10 correct"
     check_png(mnist_run / "figures" / "predictions.png", (780, 400))
+    assert main(["inspect", str(mnist_run), "--grid", "5", "--spread"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("/5 correct")
+
+
+def test_grid_samples_consecutive_or_spread():
+    from argparse import Namespace
+
+    from spikeforge.commands.inspect import _grid_indices
+
+    assert _grid_indices(Namespace(spread=False, grid=3, start=7), 40) == (
+        [7, 8, 9], "Test samples 7-9")
+    assert _grid_indices(Namespace(spread=True, grid=5, start=7), 40) == (
+        [0, 10, 20, 29, 39], "5 test samples spread over all 40")     # round(k * 39 / 4)
+    assert _grid_indices(Namespace(spread=True, grid=1, start=0), 40)[0] == [0]
 
 
 def test_inspect_nmnist_writes_event_grid_and_gif(nmnist_run, capsys, monkeypatch):

@@ -61,6 +61,13 @@ def test_membrane_heatmap_draws_the_membrane_neurons_by_time(tmp_path):
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("time step", "neuron index")
     assert "membrane voltage" in out.colorbar.ax.get_ylabel()
     assert [line.get_ydata()[0] for line in out.colorbar.ax.get_lines()] == [1.0]
+    # both signs: diverging map, symmetric about 0; one sign: viridis over the data range
+    assert out.image.get_cmap().name == style.SIGNED_CMAP
+    assert out.image.get_clim() == (-1.5, 1.5)
+    out = viz.membrane_heatmap(v + 0.5, tmp_path / "w.png")
+    assert out.image.get_cmap().name == style.MEMBRANE_CMAP
+    assert out.image.get_clim() == pytest.approx((0.0, 2.0))
+    assert out.colorbar.ax.get_lines() == []
 
 
 def test_spike_raster_has_one_mark_per_spike(tmp_path):

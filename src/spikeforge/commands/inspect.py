@@ -12,8 +12,10 @@
 
 and prints the firing rates and the predicted class exactly as ``spikeforge predict`` does.
 ``--grid N`` classifies test samples ``--start .. --start+N-1`` and writes ``predictions.png``
-with the wrong ones in red. Each sample is run on its own with the run's test-time random
-stream, so its prediction is the one ``spikeforge predict --index`` prints.
+with the wrong ones in red (``--spread``: N samples evenly spaced over the whole test set
+instead, for datasets stored class by class such as N-MNIST). Each sample is run on its own
+with the run's test-time random stream, so its prediction is the one ``spikeforge predict
+--index`` prints.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="grid of N test samples with true and predicted labels")
     parser.add_argument("--start", type=int, default=0,
                         help="first test sample of the --grid (default 0)")
+    parser.add_argument("--spread", action="store_true",
+                        help="--grid of N samples evenly spaced over the test set (N-MNIST is "
+                        "stored class by class)")
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
     parser.add_argument("--data-dir", help="dataset folder (default: the run's)")
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N")
@@ -107,14 +112,26 @@ def _inspect_one(loaded, test_set, index: int, out, stride: int | None) -> list:
     return written
 
 
-def _grid(loaded, test_set, first: int, count: int, out) -> list:
+def _grid_indices(args: argparse.Namespace, size: int) -> tuple[list[int], str]:
+    """The test samples of the grid and its title."""
+    if args.spread:
+        _check_range("--start", 0, args.grid, size)
+        step = (size - 1) / max(args.grid - 1, 1)
+        return [round(k * step) for k in range(args.grid)], \
+            f"{args.grid} test samples spread over all {size}"
+    _check_range("--start", args.start, args.grid, size)
+    return list(range(args.start, args.start + args.grid)), \
+        f"Test samples {args.start}-{args.start + args.grid - 1}"
+
+
+def _grid(loaded, test_set, indices: list[int], title: str, out) -> list:
     import numpy as np
 
     from .. import viz
     from ..viz.recording import record
 
     images, labels, predictions = [], [], []
-    for i in range(first, first + count):
+    for i in indices:
         sample, label = test_set.sample(i)
         x, seen = _seen(loaded, sample)
         predictions.append(int(record(loaded, x, traces=False).predictions[0]))
@@ -122,8 +139,8 @@ def _grid(loaded, test_set, first: int, count: int, out) -> list:
         images.append(viz.polarity_rgb(seen.sum(0)) if seen.dim() == 4 else seen[0].numpy())
     grid = viz.prediction_grid(np.stack(images), labels, predictions,
                                out / "predictions.png", classes=getattr(test_set, "classes", None),
-                               title=f"Test samples {first}-{first + count - 1}")
-    print(f"{count - len(grid.wrong)}/{count} correct")
+                               title=title)
+    print(f"{len(indices) - len(grid.wrong)}/{len(indices)} correct")
     return [grid.path]
 
 
@@ -143,7 +160,6 @@ def run(args: argparse.Namespace) -> int:
         _check_range("--index", args.index, 1, len(test_set))
         written = _inspect_one(loaded, test_set, args.index, out, args.gif_stride)
     else:
-        _check_range("--start", args.start, args.grid, len(test_set))
-        written = _grid(loaded, test_set, args.start, args.grid, out)
+        written = _grid(loaded, test_set, *_grid_indices(args, len(test_set)), out)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0

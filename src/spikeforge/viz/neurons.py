@@ -64,20 +64,26 @@ def _axes(ax, n: int) -> None:
 def membrane_heatmap(v, path: str | os.PathLike, title: str = "Output layer membrane voltage",
                      threshold: float | None = None) -> Heatmap:
     """Membrane ``v [T, N]`` as an image, neurons (rows) × time steps (columns), colour bar in
-    voltage units; ``threshold`` is marked on the colour bar."""
+    voltage units; ``threshold`` is marked on the colour bar. Voltages of both signs get a
+    diverging map centred on 0 (blue below, red above), otherwise viridis."""
     v = to_numpy(v, "v", 2)
     steps, n = v.shape
     fig = style.figure(7.2, 1.6 + 0.22 * min(n, 20))
     ax = fig.add_subplot()
+    if v.min() < 0 < v.max():
+        limit = float(np.abs(v).max())
+        colours = {"cmap": style.SIGNED_CMAP, "vmin": -limit, "vmax": limit}
+    else:
+        colours = {"cmap": style.MEMBRANE_CMAP}
     image = ax.imshow(v.T, aspect="auto", origin="lower", interpolation="nearest",
-                      cmap=style.MEMBRANE_CMAP, extent=(-0.5, steps - 0.5, -0.5, n - 0.5))
+                      extent=(-0.5, steps - 0.5, -0.5, n - 0.5), **colours)
     _axes(ax, n)
     ax.set_title(title)
     colorbar = fig.colorbar(image, ax=ax, pad=0.01)
     colorbar.set_label("membrane voltage V")
     if threshold is not None and v.min() <= threshold <= v.max():
-        colorbar.ax.axhline(threshold, color="white", linewidth=2)
-        colorbar.set_label(f"membrane voltage V (white line: threshold {threshold:g})")
+        colorbar.ax.axhline(threshold, color="black", linewidth=2)
+        colorbar.set_label(f"membrane voltage V (black line: threshold {threshold:g})")
     return Heatmap(style.save(fig, path), fig, image, colorbar)
 
 

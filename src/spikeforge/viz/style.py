@@ -22,7 +22,8 @@ RIGHT_COLOUR = "#2ca02c"
 TRAIN_COLOUR = "#1f77b4"
 TEST_COLOUR = "#ff7f0e"
 HIGHLIGHT_COLOUR = "#e6550d"    # the predicted / leading output neuron
-MEMBRANE_CMAP = "viridis"
+MEMBRANE_CMAP = "viridis"            # membrane of one sign
+SIGNED_CMAP = "RdBu_r"               # membrane of both signs, centred on 0
 
 
 def figure(width: float, height: float) -> Figure:
