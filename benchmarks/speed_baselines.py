@@ -41,7 +41,8 @@ def if_step(x, v):
 
 
 def leaky_step(x, u, beta):
-    """snnTorch Leaky, subtract reset from the previous membrane (detached)."""
+    """snnTorch Leaky, subtract reset from the previous membrane (detached); u=None is rest."""
+    u = torch.zeros_like(x) if u is None else u
     r = (u.detach() > 1.0).float()
     u = beta * u + x - r
     return spike(u - 1.0, strict=True), u
@@ -123,7 +124,7 @@ class _NmnistCSNN(nn.Module):
         self.fc = nn.Linear(32 * 5 * 5, 10)
 
     def forward(self, frames):
-        u1 = u2 = u3 = 0.0
+        u1 = u2 = u3 = None
         spk_rec = []
         for t in range(frames.shape[0]):
             s1, u1 = leaky_step(F.max_pool2d(self.conv1(frames[t]), 2), u1, self.beta)
