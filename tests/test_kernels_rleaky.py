@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from spikeforge import models
 from spikeforge import functional as SF
+from spikeforge import models
 from spikeforge.neuron import RLeaky
 from spikeforge.surrogate import ATan, FastSigmoid
 
@@ -77,3 +77,15 @@ def test_conv_recurrence_keeps_the_reference_loop():
     out = neuron(torch.rand(3, 2, 3, 5, 5))
     assert out.shape == (3, 2, 3, 5, 5)
     assert out.grad_fn is not None and "RLeaky" not in type(out.grad_fn).__name__
+
+
+def test_bf16_autocast_training_step_runs():
+    torch.manual_seed(2)
+    net = models.build("rleaky", steps=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        spikes, mem = net(torch.rand(3, 1, 28, 28))
+    SF.mse_count(spikes.float(), torch.tensor([1, 2, 3])).backward()
+    for p in net.parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.dtype == p.dtype
+            assert torch.isfinite(p.grad).all()

@@ -75,8 +75,9 @@ class _RLeaky(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_spikes, g_mems):
-        spikes, mems, u0, s0, beta, beta_full, weight = ctx.saved_tensors
+        spikes, mems, u0, s0, beta, beta_full, param = ctx.saved_tensors
         kind, threshold, reset_zero, surrogate, has_bias, lib = ctx.args
+        weight = param.to(mems.dtype)  # under autocast the loop may run in a narrower dtype
         steps = mems.shape[0]
         grads = torch.empty_like(mems)
         carry = torch.zeros_like(mems[0])
@@ -127,7 +128,8 @@ class _RLeaky(torch.autograd.Function):
                 if steps > 1:
                     g_w = g_w + (grads[1:] * spikes[:-1]).reshape(-1, n).sum(0)
         if has_bias and need[5]:
-            g_bias = flat_g.sum(0)
+            g_bias = flat_g.sum(0).to(param.dtype)
+        g_w = None if g_w is None else g_w.to(param.dtype)
         return grads, g_u0, g_s0, g_b, g_w, g_bias, None, None, None, None
 
 
