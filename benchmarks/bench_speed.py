@@ -48,8 +48,8 @@ RECIPES = {
 CONV_PEAK = {"csnn": (512, 64, 64, 14, 3), "nmnist-csnn": (4096, 12, 32, 15, 5)}
 
 
-def makers(recipe: str, amp: bool = True) -> dict:
-    """framework → maker(x, y, steps) for every framework installed here."""
+def makers(recipe: str, amp: bool = True, only: str | None = None) -> dict:
+    """framework → maker(x, y, steps) for every framework installed here (or just ``only``)."""
     found = {
         "spikeforge": lambda x, y, t: _spikeforge(recipe, x, t, False),
         "plain-pytorch": speed_baselines.MAKERS[recipe],
@@ -57,12 +57,14 @@ def makers(recipe: str, amp: bool = True) -> dict:
     if amp:
         found["spikeforge-bf16"] = lambda x, y, t: _spikeforge(recipe, x, t, True)
     for name, make in speed_frameworks.MAKERS[recipe].items():
+        if only not in (None, name):
+            continue
         try:
             make(*_tiny(recipe))
         except ImportError:
             continue
         found[name] = make
-    return found
+    return found if only is None else {only: found[only]}
 
 
 def _tiny(recipe):
@@ -161,7 +163,7 @@ def memory_of(recipe: str, framework: str) -> dict:
 def _memory_child(recipe: str, framework: str) -> None:
     x, y, steps = data(recipe)
     base = sf_bench.peak_rss_mib()
-    train, evaluate = makers(recipe, amp=True)[framework](x, y, steps)
+    train, evaluate = makers(recipe, amp=True, only=framework)[framework](x, y, steps)
     for _ in range(2):
         train()
     evaluate()
