@@ -214,39 +214,52 @@ def targets(results: dict) -> str:
 NOTES = """\
 How to read it: *spikeforge ÷ this* is spikeforge's img/s over that framework's, both measured
 in the same rounds. `spikeforge-bf16` is the same step under `torch.autocast("cpu", bfloat16)`
-(an extra column, not used for the targets). The FLOP fraction counts only the matmul/conv work
-each framework's step actually runs (spikeforge skips repeated work: the first block of
-direct-encoded nets runs once, N-MNIST's first convolution runs sparse and is not counted).
+(an extra column, not used for the targets). Peak RSS is that of a fresh process that imports and
+runs only that framework (two training steps and one evaluation). The FLOP fraction counts only
+the matmul/conv work each framework's step actually runs (spikeforge skips repeated work: the
+first block of direct-encoded nets runs once; N-MNIST's sparse first convolution is not counted).
 SpikingJelly is installed with `pip install --no-deps spikingjelly loguru` (its requirements would
-replace the CPU torch); snnTorch with `pip install -e ".[bench]"`.
+replace the CPU torch); snnTorch with `pip install -e ".[bench]"`. One user-facing run of the
+spikeforge side: `spikeforge bench RECIPE` (add `--amp`, `--json`).
 
-Where the time goes and why targets are missed:
+Where the time goes, and why targets are missed:
 
 - **fc-lif**: the step is two passes of a dense `[T·B, 784]` float32 spike matrix through the
-  Linear (forward, weight gradient; ~20 MB each) plus writing it in the Poisson encoder. The
-  encoder draws only for nonzero pixels with 16-bit uniforms and writes spikes in one compiled
-  pass, and the LIF loop is one fused kernel, so what is left is memory traffic of the spike
-  matrix and per-step framework overhead (Adam, loss). Closing the gap to 10× needs the spikes
-  kept in a narrow dtype end to end (uint8 input to the first Linear, a quarter of the bytes;
-  `encoding.poisson(..., dtype=torch.uint8)` already produces it) with a Linear that reads it;
-  a first try of such a kernel was no faster than MKL's float GEMM here, so it is not shipped.
-- **nmnist-csnn**: the first convolution runs from the events only (1.5 % dense) and is pooled
-  on the fly, so its 1.6 GB full-resolution output is never written; the Leaky loops are fused.
-  What remains is the dense second convolution (12→32, 5×5 on 15×15, ~89 GFLOP forward and twice
-  that backward per batch at T=300, b=128), which alone caps the speed-up over snnTorch well
-  below 5× on this CPU. Closing it needs the layer-1 spikes (binary, sparse) fed to a sparse
-  second convolution too, forward and weight gradient.
-- **rleaky**: one autograd node per RLeaky layer (hand-written BPTT, compiled elementwise step)
-  and the input Linear run once for all T; what is left is ~4 small matmuls per step and per
-  layer, forward and backward, each a few microseconds of dispatch.
-- **csnn**: the first Conv-BN runs once and is broadcast over T, the IF loops are fused; the
-  remaining time is oneDNN's convolution and the 3136×1024 Linear.
+  Linear (forward and weight gradient, ~20 MB each) plus writing it in the Poisson encoder. The
+  encoder now draws only for nonzero pixels, four 16-bit uniforms per 64-bit SplitMix64 word,
+  written in one compiled pass (T=100, b=64: 67 → 9.7 ms on one thread, loaded machine), and the
+  LIF loop is one fused kernel (fwd+bwd of `[100, 64, 10]`: 96 → 1.2 ms). What is left is the
+  memory traffic of the spike matrix plus Adam and the loss. Closing the gap to 10× needs spikes
+  kept narrow end to end (`encoding.poisson(..., dtype=torch.uint8)` produces them) with a first
+  Linear that reads bytes; a first kernel for that (16-lane widening, and a count-trailing-zeros
+  sparse variant) was no faster than MKL's float GEMM here, so it is not shipped.
+- **nmnist-csnn**: the first convolution runs from the events only (1.5 % dense) and is pooled on
+  the fly, so its 1.6 GB full-resolution output is never written, and the Leaky loops are fused.
+  Profile of one spikeforge step (T=300, b=128, 2 threads, quiet machine, ~6.4 s): dense second
+  convolution 3.7 s (forward 1.0, backward 2.7), sparse conv-pool 1.4 s, Leaky loops 0.7 s,
+  second max-pool 0.5 s. snnTorch's whole step takes ~7 s: its per-step (b=128) convolutions run
+  at about the same FLOP rate as ours, so the dense second convolution alone bounds the ratio
+  below 2×; the 5× target needs that layer sparse too (its input is the binary layer-1 spikes).
+  Tried and not shipped: the second convolution on channels-last data is 2× faster in isolation
+  (7,680 samples: forward 0.21 → 0.14 s, backward 0.59 → 0.27 s), but converting between the
+  NCHW elementwise kernels and NHWC cost as much (1.1 s of copies); it pays only once the neuron
+  kernels work on NHWC data directly. The sparse conv-pool itself (~20 µs per sample, mostly
+  buffer initialisation and transposes, not arithmetic) can also be made several times faster.
+- **rleaky**: one autograd node per RLeaky layer (hand-written BPTT, one compiled elementwise
+  call per step) and the input Linear run once for all T; what is left is ~4 small matmuls per
+  step and layer, forward and backward. Over today's interleaved runs the training ratio was
+  2.6–3.0× (quiet machine: 2.99× at 13:40, 2.61× in the run above), so the target sits within
+  machine noise of the line; fc-lif ranged 4.9–5.7× over the same runs.
+- **csnn**: the first Conv-BN runs once and is broadcast over T and the IF loops are fused
+  (fwd+bwd of `[4, 128, 64, 28, 28]`: 1,752 → 229 ms, loaded machine); the remaining time is
+  oneDNN's convolution and the 3136×1024 Linear.
 
-The machine is shared: other jobs ran during the measurement (load average above), and with two
-torch threads an oversubscribed core makes every OpenMP barrier slow, which hits per-step loops
-(the reference frameworks) harder than spikeforge's few large calls. Ratios, not absolute
-numbers, are the result; the issue's reference figures (SpikingJelly fc-lif ~1,190 img/s,
-snnTorch rleaky ~7,500) were taken on a quiet machine.
+Start-up: the CPU kernels are one `g++` call, cached per machine under `~/.cache/spikeforge`
+(about 1 s cold on a quiet machine, 4 s CPU under load; a warm start only loads the library);
+`spikeforge bench fc-lif` finished its first training step 5.5 s after launch on a warm, loaded
+machine (mostly imports), 9.2 s with a cold kernel cache. The machine is shared: other jobs may
+run during a measurement (load average above), and with two torch threads an oversubscribed core
+makes every OpenMP barrier slow; ratios from one run, not absolute numbers, are the result.
 No GPU was available to this session: the Triton kernels are written and imported only when asked
 for, but their equivalence tests and the `[T=32, 64, 65536]` LIF timing were not run.
 """
