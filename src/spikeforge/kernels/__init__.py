@@ -10,6 +10,10 @@ Backends: ``"reference"`` (the plain autograd loop, the test oracle), ``"cpu"`` 
 with OpenMP, :mod:`.cpu`), ``"triton"`` (CUDA GPUs, :mod:`.triton_gpu`, imported only when
 asked for). ``"auto"`` picks ``cpu`` for CPU tensors and ``triton`` for CUDA tensors, and falls
 back to ``reference`` with a warning when the fused backend cannot be built or imported.
+
+Beside the neuron loops: :mod:`.rleaky` (RLeaky as one autograd node, any device),
+:mod:`.sparse` (N-MNIST's first Conv-MaxPool from the nonzero events), and the compiled Poisson
+encoder behind :func:`spikeforge.encoding.poisson`.
 """
 
 from __future__ import annotations

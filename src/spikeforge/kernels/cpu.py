@@ -6,7 +6,9 @@ loop in reverse with the carried gradient in registers (DESIGN §3). Spikes are 
 the reference loop in float32; float16/bfloat16 are computed in float32 and cast back; float64
 runs the reference loop (the kernels are single precision).
 
-The library (``cpu_kernels.cpp``) is compiled on first use and cached, see :mod:`.build`.
+The same library also holds the sparse Poisson encoder (:func:`poisson`), the sparse
+Conv-MaxPool of event frames (:func:`sparse_conv_pool`) and RLeaky's elementwise step (used by
+:mod:`.rleaky`). It (``cpu_kernels.cpp``) is compiled on first use and cached, see :mod:`.build`.
 """
 
 from __future__ import annotations
