@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         history = fit(config, out_dir, resume=bool(args.resume), overwrite=args.overwrite,
                       dist=dist, show_progress=not args.no_progress,
                       log=lambda line: print(line, flush=True))
+        dist.barrier()  # leave together: no rank tears down while another still writes
     finally:
         distributed.teardown()
     if history and dist.is_main:
