@@ -47,6 +47,7 @@ def _stateful_run(module, x_seq):
 
 
 def test_snntorch_imports_our_fc_lif(fc_lif):
+    pytest.importorskip("nirtorch")  # snnTorch's NIR import needs it
     pytest.importorskip("snntorch")
     import snntorch.utils
     from snntorch.import_nir import import_from_nir
@@ -97,6 +98,7 @@ def test_spikingjelly_imports_our_fc_lif_and_avg_pool_csnn(fc_lif, tmp_path):
 
 
 def test_a_leaky_written_by_snntorch_reads_back_spike_for_spike():
+    pytest.importorskip("nirtorch")
     snn = pytest.importorskip("snntorch")
     import snntorch.utils
     from snntorch.export_nir import _extract_snntorch_module
