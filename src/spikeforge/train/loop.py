@@ -62,6 +62,14 @@ def _outputs(task: Task, model: nn.Module, x: Tensor, generator, device, amp_dty
     return spikes.float(), None if membrane is None else membrane.float()
 
 
+def _report(progress: EpochProgress, batch: int, totals: Tensor, start: float) -> float:
+    """Show the running loss, accuracy and img/s after ``batch``; return the loss sum."""
+    loss_sum, correct, count = totals.tolist()
+    progress.update(batch, loss_sum / count, correct / count,
+                    count / max(time.perf_counter() - start, 1e-9))
+    return loss_sum
+
+
 def _result(totals: Tensor, seconds: float, reduce: Callable[[Tensor], Tensor]) -> EpochResult:
     loss_sum, correct, count = reduce(totals).tolist()
     count = max(count, 1.0)
@@ -108,11 +116,9 @@ def train_one_epoch(
                 totals[1] += (task.predict(spikes, membrane) == y).sum()
                 totals[2] += len(y)
             if i % log_every == 0 or i == num_batches:
-                loss_sum, correct, count = totals.tolist()
+                loss_sum = _report(progress, i, totals, start)
                 if not math.isfinite(loss_sum):
                     raise Diverged(f"the training loss became {loss_sum} by batch {i}")
-                progress.update(i, loss_sum / count, correct / count,
-                                count / max(time.perf_counter() - start, 1e-9))
     _sync(device)
     return _result(totals, time.perf_counter() - start, reduce)
 
@@ -145,8 +151,6 @@ def evaluate(
             totals[1] += (task.predict(spikes, membrane) == y).sum()
             totals[2] += len(y)
             if i % log_every == 0 or i == num_batches:
-                loss_sum, correct, count = totals.tolist()
-                progress.update(i, loss_sum / count, correct / count,
-                                count / max(time.perf_counter() - start, 1e-9))
+                _report(progress, i, totals, start)
     _sync(device)
     return _result(totals, time.perf_counter() - start, reduce)
