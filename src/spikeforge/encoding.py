@@ -7,6 +7,8 @@ latency: one spike per pixel at t = round((1 − x)·(T − 1)); pixels with x �
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import torch
 from torch import Tensor
 
@@ -36,15 +38,23 @@ def poisson(x: Tensor, steps: int, generator: torch.Generator | None = None,
     return _poisson_torch(x, steps, generator, dtype)
 
 
+def _seed(generator: torch.Generator | None) -> int:
+    """A 63-bit seed for the compiled draws, taken from ``generator`` (or the global one)."""
+    return torch.empty((), dtype=torch.int64).random_(generator=generator).item()
+
+
+def _compiled() -> ModuleType | None:
+    from .kernels import poisson as compiled
+
+    return compiled if compiled.available() else None
+
+
 def _poisson_compiled(x: Tensor, steps: int, generator: torch.Generator | None,
                       dtype: torch.dtype) -> Tensor | None:
-    from . import kernels
-
-    backend = kernels.get_backend("auto", "cpu")
-    if not hasattr(backend, "poisson"):
+    compiled = _compiled()
+    if compiled is None:
         return None
-    seed = torch.empty((), dtype=torch.int64).random_(generator=generator).item()
-    return backend.poisson(x, steps, seed, dtype)
+    return compiled.encode(x, steps, _seed(generator), dtype)
 
 
 def _poisson_torch(x: Tensor, steps: int, generator: torch.Generator | None,
@@ -57,6 +67,29 @@ def _poisson_torch(x: Tensor, steps: int, generator: torch.Generator | None,
     out = torch.zeros((steps, flat.numel()), dtype=dtype, device=x.device)
     out[:, idx] = (r < q).to(dtype)
     return out.view(steps, *x.shape)
+
+
+def poisson_linear(x: Tensor, weight: Tensor, steps: int,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """``F.linear(poisson(x, steps, generator), weight)``: images ``[B, F]`` in [0, 1] and
+    weights ``[O, F]`` → input currents ``[T, B, O]``, with the same spikes as :func:`poisson`
+    draws from the same generator state.
+
+    On the CPU (float32 weights, no float64) the draws feed the Linear directly
+    (:func:`spikeforge.kernels.poisson.linear`): only nonzero pixels are read, and the spike
+    matrix is never built; elsewhere this is the two steps above. Differentiable w.r.t.
+    ``weight``.
+    """
+    steps = _check_steps(steps)
+    if x.dim() != 2 or weight.dim() != 2 or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"x must be [B, F] and weight [O, F], got {tuple(x.shape)} and "
+                         f"{tuple(weight.shape)}")
+    compiled = (_compiled() if x.device.type == "cpu" and weight.device.type == "cpu"
+                and weight.dtype == torch.float32 else None)
+    if compiled is None:
+        spikes = poisson(x, steps, generator, dtype=torch.uint8)
+        return torch.nn.functional.linear(spikes.to(weight.dtype), weight)
+    return compiled.linear(x, weight, steps, _seed(generator))
 
 
 def direct(x: Tensor, steps: int) -> Tensor:

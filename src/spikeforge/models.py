@@ -1,7 +1,8 @@
 """The recipe networks, with the layer shapes of their reference tutorials.
 
 Inputs and outputs (T steps, B samples):
-    FcLif        Poisson spikes [T, B, 1, 28, 28] → spikes [T, B, 10]
+    FcLif        Poisson spikes [T, B, 1, 28, 28], or images [B, 1, 28, 28] it encodes itself
+                 → spikes [T, B, 10]
     CSNN         image [B, 1, 28, 28] (fed at every step) or [T, B, 1, 28, 28] → spikes [T, B, 10]
     NmnistCSNN   event frames [T, B, 2, 34, 34] → (spikes, membrane) [T, B, 10] each
     RLeakyNet    image [B, 1, 28, 28] (fed at every step) or [T, B, ...] → (spikes, membrane)
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
+from .encoding import poisson_linear
 from .kernels import sparse
 from .layer import SeqToBatch, seq
 from .neuron import IF, LIF, Leaky, RLeaky
@@ -20,15 +23,30 @@ from .surrogate import ATan
 
 
 class FcLif(nn.Module):
-    """Flatten → Linear(784, 10, no bias) → LIF(τ): SpikingJelly's single-layer MNIST net."""
+    """Flatten → Linear(784, 10, no bias) → LIF(τ): SpikingJelly's single-layer MNIST net.
 
-    def __init__(self, tau: float = 2.0, in_features: int = 784, classes: int = 10) -> None:
+    Input: spikes ``[T, B, 1, 28, 28]``, or images ``[B, 1, 28, 28]`` in [0, 1] that it
+    Poisson-encodes for ``steps`` steps itself, with the draws fed straight into the Linear
+    (:func:`spikeforge.encoding.poisson_linear`): the same spikes as
+    ``encoding.poisson(x, steps, generator)`` and the same output up to float summation order,
+    without building the ``[T, B, 784]`` spike tensor.
+    """
+
+    def __init__(self, tau: float = 2.0, in_features: int = 784, classes: int = 10,
+                 steps: int | None = None) -> None:
         super().__init__()
+        self.steps = steps
         self.net = seq(nn.Flatten(), nn.Linear(in_features, classes, bias=False),
                        LIF(tau=tau, surrogate=ATan()))
 
-    def forward(self, x_seq: Tensor) -> Tensor:
-        return self.net(x_seq)
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if x.dim() != 4:
+            return self.net(x)
+        if self.steps is None:
+            raise ValueError("FcLif was built without steps, so it takes spikes [T, B, ...], "
+                             f"not images of shape {tuple(x.shape)}")
+        current = poisson_linear(x.flatten(1), self.net[1].module.weight, self.steps, generator)
+        return self.net[2](current)
 
 
 class CSNN(nn.Module):

@@ -69,7 +69,6 @@ def workload(recipe: str, batch: int | None = None, steps: int | None = None,
 
     import torch
 
-    from .. import encoding as enc
     from .. import functional as SF
     from ..train import build, recipes
 
@@ -84,18 +83,12 @@ def workload(recipe: str, batch: int | None = None, steps: int | None = None,
     torch.manual_seed(seed)
     model = build.build_model(config)
     optimizer = build.build_optimizer(config, model.parameters())
-    loss_fn = SF.LOSSES[config.loss]
+    task = build.build_task(config)
     x, y = random_batch(config.encoding, config.batch_size, config.T, seed)
     generator = torch.Generator().manual_seed(seed)
 
-    def encode(images):
-        if config.encoding == "poisson":
-            return enc.poisson(images, config.T, generator)
-        return images
-
     def outputs():
-        out = model(encode(x))
-        return out if isinstance(out, tuple) else (out, None)
+        return task.outputs(task.run(model, x, generator))
 
     def cast():
         return torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
@@ -105,8 +98,7 @@ def workload(recipe: str, batch: int | None = None, steps: int | None = None,
         optimizer.zero_grad(set_to_none=True)
         with cast():
             spikes, membrane = outputs()
-        out = membrane if config.loss == "mse_membrane" else spikes
-        loss = loss_fn(out.float(), y, **config.loss_args)
+        loss = task.loss(spikes.float(), None if membrane is None else membrane.float(), y)
         loss.backward()
         optimizer.step()
         return loss.item()
@@ -114,8 +106,8 @@ def workload(recipe: str, batch: int | None = None, steps: int | None = None,
     def eval_step() -> None:
         SF.reset(model)
         with torch.no_grad(), cast():
-            spikes, _ = outputs()
-            SF.predict(spikes)
+            spikes, membrane = outputs()
+            task.predict(spikes, membrane)
 
     return Workload(recipe, config.batch_size, config.T, train_step, eval_step, model)
 

@@ -12,8 +12,9 @@ asked for). ``"auto"`` picks ``cpu`` for CPU tensors and ``triton`` for CUDA ten
 back to ``reference`` with a warning when the fused backend cannot be built or imported.
 
 Beside the neuron loops: :mod:`.rleaky` (RLeaky as one autograd node, any device),
-:mod:`.sparse` (N-MNIST's first Conv-MaxPool from the nonzero events), and the compiled Poisson
-encoder behind :func:`spikeforge.encoding.poisson`.
+:mod:`.sparse` (N-MNIST's first Conv-MaxPool from the nonzero events), and :mod:`.poisson` (the
+compiled Poisson encoder behind :func:`spikeforge.encoding.poisson`, alone or fused into a first
+Linear layer).
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ loop in reverse with the carried gradient in registers (DESIGN §3). Spikes are 
 the reference loop in float32; float16/bfloat16 are computed in float32 and cast back; float64
 runs the reference loop (the kernels are single precision).
 
-The same library also holds the sparse Poisson encoder (:func:`poisson`), the sparse
-Conv-MaxPool of event frames (:func:`sparse_conv_pool`) and RLeaky's elementwise step (used by
-:mod:`.rleaky`). It (``cpu_kernels.cpp``) is compiled on first use and cached, see :mod:`.build`.
+The same library also holds the sparse Conv-MaxPool of event frames (:func:`sparse_conv_pool`)
+and RLeaky's elementwise step (used by :mod:`.rleaky`). It (``cpu_kernels.cpp``) is compiled on
+first use and cached, see :mod:`.build`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ _SIGNATURES = {
     "if_lif_backward": [_P, _P, _I, _P, _I, _P, _P, _I, _I, _C, _F, _F, _F, _C, _C, _C, _F, _F,
                         _C],
     "leaky_forward": [_P, _I, _P, _P, _P, _P, _I, _I, _F, _C, _C],
-    "poisson_encode": [_P, _P, _I, _I, _I, ctypes.c_uint64, _P, _C, ctypes.c_uint32, _C],
     "sparse_conv_pool_forward": [_P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _C],
     "sparse_conv_pool_backward": [_P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _C],
     "rleaky_step_forward": [_P, _P, _P, _P, _P, _P, _I, _F, _C],
@@ -227,25 +226,6 @@ def leaky(
         return _Leaky.apply(x_seq, u, beta, threshold, reset_zero, surrogate)
     s, us, _, _ = _leaky_forward(x_seq, u, beta, threshold, reset_zero)
     return s.to(x_seq.dtype), us.to(x_seq.dtype)
-
-
-def poisson(p: Tensor, steps: int, seed: int, dtype: torch.dtype) -> Tensor | None:
-    """Spikes ``[T, *p.shape]`` with P(S=1) = p (16-bit resolution), drawn only where p > 0.
-
-    Returns None when ``dtype`` has no 1-, 2- or 4-byte form here (the caller falls back).
-    """
-    size = torch.empty((), dtype=dtype).element_size()
-    if size not in (1, 2, 4) or dtype.is_complex:
-        return None
-    flat = p.detach().reshape(-1).float()
-    idx = (flat > 0).nonzero().squeeze(1)
-    q = (flat[idx].clamp(max=1.0) * 65536.0 + 0.5).to(torch.int32)
-    out = torch.empty((steps, *p.shape), dtype=dtype)
-    one = torch.ones((), dtype=dtype).view({1: torch.uint8, 2: torch.int16, 4: torch.int32}[size])
-    library().poisson_encode(idx.data_ptr(), q.data_ptr(), idx.numel(), steps, flat.numel(),
-                             seed, out.data_ptr(), size, int(one.item()) & 0xFFFFFFFF,
-                             torch.get_num_threads())
-    return out
 
 
 class _SparseConvPool(torch.autograd.Function):

@@ -272,48 +272,6 @@ extern "C" void leaky_backward(const float* u, const float* u0, const float* bet
                                  gbeta, T, N, thr, c1, c2, nthreads);
 }
 
-// Poisson (rate) code, sparse: only the K pixels that can fire draw random numbers.
-// idx [K]: their flat indices in one step of N pixels; q [K]: firing thresholds in 1/65536
-// (q = round(p·65536), 65536 = always). Every 64-bit SplitMix64 output, keyed by (seed, t, k/4),
-// gives four independent 16-bit uniforms r, and the pixel fires when r < q: P = q/65536, within
-// 2^-17 of p. out is [T, N] of esize-byte elements; `one` is the bit pattern of 1 in its dtype.
-static inline uint64_t splitmix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-template <typename E>
-static void poisson_rows(const i64* idx, const uint32_t* q, i64 K, i64 T, i64 N, uint64_t seed,
-                         E* out, E one, int nthreads) {
-    const uint64_t words = (uint64_t)((K + 3) / 4);
-#pragma omp parallel for schedule(static) num_threads(threads_for(T * N, nthreads))
-    for (i64 t = 0; t < T; ++t) {
-        E* row = out + t * N;
-        memset(row, 0, N * sizeof(E));
-        uint64_t counter = seed + (uint64_t)t * words * 0x9E3779B97F4A7C15ull;
-        for (i64 k = 0; k < K; k += 4) {
-            counter += 0x9E3779B97F4A7C15ull;
-            const uint64_t bits = splitmix64(counter);
-            const i64 m = K - k < 4 ? K - k : 4;
-            for (i64 l = 0; l < m; ++l) {
-                const uint32_t r = (uint32_t)(bits >> (16 * l)) & 0xFFFFu;
-                if (r < q[k + l]) row[idx[k + l]] = one;
-            }
-        }
-    }
-}
-
-extern "C" void poisson_encode(const i64* idx, const uint32_t* q, i64 K, i64 T, i64 N,
-                               uint64_t seed, void* out, int esize, uint32_t one, int nthreads) {
-    if (esize == 4)
-        poisson_rows<uint32_t>(idx, q, K, T, N, seed, (uint32_t*)out, one, nthreads);
-    else if (esize == 2)
-        poisson_rows<uint16_t>(idx, q, K, T, N, seed, (uint16_t*)out, (uint16_t)one, nthreads);
-    else
-        poisson_rows<uint8_t>(idx, q, K, T, N, seed, (uint8_t*)out, (uint8_t)one, nthreads);
-}
-
 // Convolution (stride 1, zero padding `pad`) followed by 2×2 max pooling, for sparse input such
 // as event frames: the convolution is scattered from the nonzero inputs only, into a per-sample
 // buffer [OH·OW, OP] (OP = O rounded up to 16, weights given as w [C, K, K, OP], bias [OP]) that

@@ -6,6 +6,7 @@ The task fixes what one batch means for a recipe::
     x [B, 1, 28, 28] --encode--> poisson [T, B, 1, 28, 28] | image [B, 1, 28, 28] (model repeats
                                  it T times) | N-MNIST frames [T, B, 2, 34, 34] (cropped to T)
     model(input) -> spikes [T, B, 10] (+ membrane [T, B, 10] for Leaky/RLeaky outputs)
+    (FcLif takes the images and Poisson-encodes them inside its first layer: Task.run)
     loss(spikes or membrane, y);  class = argmax of spike count, or of mean membrane
 """
 
@@ -56,7 +57,7 @@ def build_model(config: TrainConfig) -> nn.Module:
     c = config
     kwargs: dict = {}
     if c.model == "fc-lif":
-        kwargs = {"tau": c.tau if c.tau is not None else 2.0}
+        kwargs = {"tau": c.tau if c.tau is not None else 2.0, "steps": c.T}
     elif c.model == "csnn":
         kwargs = {"channels": c.channels or 64, "steps": c.T, "pool": c.pool or "max"}
     elif c.model == "nmnist-csnn":
@@ -131,6 +132,15 @@ class Task:
         if self.encoding == "frames" and self.steps is not None:
             return x[: self.steps]
         return x
+
+    def run(self, model: nn.Module, x: Tensor, generator: torch.Generator | None = None):
+        """``model(encode(x))``; a model that Poisson-encodes images itself (``FcLif``, fused
+        into its first layer, the same spikes) is given the images and the generator instead."""
+        inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        if (self.encoding == "poisson" and isinstance(inner, models.FcLif)
+                and inner.steps == self.steps):
+            return model(x, generator=generator)
+        return model(self.encode(x, generator))
 
     @staticmethod
     def outputs(out) -> tuple[Tensor, Tensor | None]:

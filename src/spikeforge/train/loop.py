@@ -1,9 +1,10 @@
 """One training epoch and one evaluation pass, nothing else (no files, no flags).
 
-Per batch ``(x, y)``: ``out = model(task.encode(x))``, ``loss = task.loss(out, y)``, backward,
-step, ``functional.reset(model)``. Sums over the epoch, kept on the device as float64
-``[loss·B, correct, B]``, are passed through ``reduce`` (identity on one process, an all-reduce
-sum under DDP) before the means are taken, so every rank returns the same numbers.
+Per batch ``(x, y)``: ``out = task.run(model, x)`` (``model(task.encode(x))``),
+``loss = task.loss(out, y)``, backward, step, ``functional.reset(model)``. Sums over the
+epoch, kept on the device as float64 ``[loss·B, correct, B]``, are passed through ``reduce``
+(identity on one process, an all-reduce sum under DDP) before the means are taken, so every
+rank returns the same numbers.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
 
 def _outputs(task: Task, model: nn.Module, x: Tensor, generator, device, amp_dtype):
     with _autocast(device, amp_dtype):
-        spikes, membrane = task.outputs(model(task.encode(x, generator)))
+        spikes, membrane = task.outputs(task.run(model, x, generator))
     return spikes.float(), None if membrane is None else membrane.float()
 
 

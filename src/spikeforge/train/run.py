@@ -156,7 +156,7 @@ class LoadedRun:
         (spikes [T, B, 10], membrane [T, B, 10] or None); neuron state is reset afterwards."""
         x = x.to(self.device, torch.float32)
         try:
-            return self.task.outputs(self.model(self.task.encode(x, generator)))
+            return self.task.outputs(self.task.run(self.model, x, generator))
         finally:
             SF.reset(self.model)
 
