@@ -14,6 +14,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .encoding import poisson_linear
 from .kernels import sparse
@@ -86,8 +87,10 @@ class CSNN(nn.Module):
 class NmnistCSNN(nn.Module):
     """12C5-MP2-32C5-MP2-800FC10 with Leaky(β) neurons: snnTorch's N-MNIST tutorial net.
 
-    On sparse CPU frames the first Conv-MaxPool runs from the nonzero events only
-    (:func:`spikeforge.kernels.sparse.conv_pool`), equal to the dense layers up to float rounding.
+    On sparse CPU frames both Conv-MaxPool blocks run from the nonzero inputs only (events, then
+    binary spikes; :func:`spikeforge.kernels.sparse.conv_pool`), with the activations between
+    them channels-last ([T, B, H, W, C]) so no layer transposes; equal to the dense layers up to
+    float rounding. The neurons' state ``v`` and recorded traces keep the ``[.., C, H, W]`` layout.
     """
 
     def __init__(self, beta: float = 0.5, classes: int = 10) -> None:
@@ -100,10 +103,31 @@ class NmnistCSNN(nn.Module):
         )
 
     def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
-        pooled = sparse.conv_pool(frames, self.net[0].module, self.net[1].module)
-        if pooled is None:
-            return self.net(frames)
-        return self.net[2:](pooled)
+        net = self.net
+        h = sparse.conv_pool(frames, net[0].module, net[1].module)
+        if h is None:
+            return net(frames)
+        s = self._leaky_channels_last(net[2], h)
+        h = sparse.conv_pool(s, net[3].module, net[4].module, channels_last=True)
+        if h is None:
+            return net[3:](s.permute(0, 1, 4, 2, 3))
+        s = self._leaky_channels_last(net[5], h)
+        t, b, height, width, channels = s.shape
+        fc = net[7].module
+        weight = fc.weight.view(-1, channels, height, width).permute(0, 2, 3, 1)
+        return net[8](F.linear(s.reshape(t, b, -1), weight.reshape(fc.weight.shape), fc.bias))
+
+    @staticmethod
+    def _leaky_channels_last(neuron: Leaky, x: Tensor) -> Tensor:
+        """``neuron`` (elementwise) over channels-last ``x`` [T, B, H, W, C] without a transpose;
+        its state ``v`` stays [B, C, H, W] (a view); per-channel β or recording permute."""
+        if neuron.record or neuron.beta.numel() > 1:
+            return neuron(x.permute(0, 1, 4, 2, 3)).permute(0, 1, 3, 4, 2)
+        if neuron.v is not None and neuron.v.dim() == 4:
+            neuron.v = neuron.v.permute(0, 2, 3, 1)
+        spikes = neuron(x)
+        neuron.v = neuron.v.permute(0, 3, 1, 2)
+        return spikes
 
 
 class RLeakyNet(nn.Module):

@@ -1,20 +1,127 @@
-"""Sparse first block for event data: Conv2d → MaxPool2d(2) computed from the nonzero inputs.
+"""Sparse Conv2d → MaxPool2d(2) for event frames and spike maps, computed from the nonzeros.
 
-N-MNIST frames are 1–2 % nonzero, so a dense first convolution spends almost all of its work on
-zeros and writes a full-resolution output that only the pooling reads. :func:`conv_pool` scatters
-the convolution from the nonzeros into a per-sample buffer and pools it at once (CPU kernel
-``sparse_conv_pool`` of :mod:`.cpu`); the result equals the dense computation up to float
-summation order. It applies only where that is exact in meaning and pays off, and returns None
-otherwise, so callers fall back to their dense layers.
+N-MNIST frames are 1–2 % nonzero and the spike maps between layers are binary, so a dense
+convolution spends most of its work on zeros and writes a full-resolution output that only the
+pooling reads. :func:`conv_pool` scatters the convolution from the nonzero inputs into a small
+per-sample buffer holding only the outputs that floor-mode pooling reads, pools it at once and
+keeps the winner of every window (first maximum wins, as torch). Its backward uses that only
+the winner of a window has a gradient:
+
+    dL/dx[c, i, j]     = Σ_{o, p}  g[o, p] · W[o, c, i − y_p + pad, j − x_p + pad]
+    dL/dW[o, c, a, b]  = Σ_{n, p}  g[n, o, p] · x[n, c, y_p + a − pad, x_p + b − pad]
+    dL/dbias[o]        = Σ_{n, p}  g[n, o, p]
+
+with g the pooled gradient and (y_p, x_p) the winning position of window p for channel o; the
+input gradient is a scatter from the pooled gradients, the weight gradient a gather at the
+nonzero inputs. Activations are channels-last (``[T, B, H, W, C]``) on the way out, so layers
+chained through elementwise neurons need no transposes. The kernels (``sparse_kernels.cpp``,
+AVX-512 where the CPU has it) are compiled on first use, see :mod:`.build`. Results equal the
+dense layers up to float summation order; :func:`conv_pool` returns None where the kernels do
+not apply, so callers fall back to their dense layers.
 """
 
 from __future__ import annotations
 
+import ctypes
+from functools import lru_cache
+from pathlib import Path
+
 import torch
 from torch import Tensor, nn
 
-#: Use the sparse path only below this fraction of nonzero inputs.
-MAX_DENSITY = 0.1
+from . import build
+
+#: Use the sparse path only below this fraction of nonzero inputs (estimated on a few steps).
+MAX_DENSITY = 0.25
+#: Largest kernel size the compiled input gradient is instantiated for.
+MAX_KERNEL = 7
+#: Time steps sampled to estimate the density of the input.
+DENSITY_SAMPLES = 16
+
+_P, _I, _C = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+_SIGNATURES = {
+    "scp_forward": [_P, _I, _I, _I, _I, _C, _P, _P, _I, _I, _I, _I, _P, _P, _C],
+    "scp_backward": [_P, _I, _I, _I, _I, _C, _P, _P, _I, _I, _I, _I, _P, _P, _P, _I, _P, _C],
+}
+
+
+@lru_cache(maxsize=1)
+def library() -> ctypes.CDLL | None:
+    """The compiled sparse kernels, or None where they cannot be built here."""
+    try:
+        lib = build.load(Path(__file__).with_name("sparse_kernels.cpp"))
+    except build.BuildError:
+        return None
+    for name, argtypes in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.argtypes = argtypes
+        fn.restype = None
+    return lib
+
+
+def _pad16(n: int) -> int:
+    return -(-n // 16) * 16
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+class _ConvPool(torch.autograd.Function):
+    """``max_pool2d(conv2d(x, weight, bias, padding=pad), 2)`` as [N, PH, PW, O]; ``x`` is
+    [N, C, H, W] (``channels_last`` False) or [N, H, W, C], float32, contiguous."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, pad, channels_last):
+        if channels_last:
+            n, h, w, c = x.shape
+        else:
+            n, c, h, w = x.shape
+        o, _, k, _ = weight.shape
+        op = _pad16(o)
+        wt = torch.zeros(c, k, k, op)
+        wt[..., :o] = weight.detach().permute(1, 2, 3, 0)
+        bp = torch.zeros(op)
+        if bias is not None:
+            bp[:o] = bias.detach()
+        ph, pw = (h + 2 * pad - k + 1) // 2, (w + 2 * pad - k + 1) // 2
+        out = torch.empty(n, ph, pw, o)
+        arg = torch.empty(n, ph, pw, op, dtype=torch.uint8)
+        library().scp_forward(x.data_ptr(), n, c, h, w, int(channels_last), wt.data_ptr(),
+                              bp.data_ptr(), o, op, k, pad, out.data_ptr(), arg.data_ptr(),
+                              torch.get_num_threads())
+        ctx.save_for_backward(x, weight, arg)
+        ctx.meta = (pad, channels_last, bias is not None)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, arg = ctx.saved_tensors
+        pad, channels_last, has_bias = ctx.meta
+        need_x, need_w = ctx.needs_input_grad[:2]
+        if channels_last:
+            n, h, w, c = x.shape
+        else:
+            n, c, h, w = x.shape
+        o, _, k, _ = weight.shape
+        op, cp = _pad16(o), _pad16(c)
+        threads = torch.get_num_threads()
+        gw_parts = torch.zeros(threads, c, k, k, op) if need_w else None
+        gb_parts = torch.zeros(threads, op)
+        wo = gx = None
+        if need_x:
+            wo = torch.zeros(o, k, k, cp)
+            wo[..., :c] = weight.detach().permute(0, 2, 3, 1)
+            gx = torch.empty(n, h, w, c)
+        g = g.float().contiguous()
+        library().scp_backward(x.data_ptr(), n, c, h, w, int(channels_last), arg.data_ptr(),
+                               g.data_ptr(), o, op, k, pad, _ptr(gw_parts), gb_parts.data_ptr(),
+                               _ptr(wo), cp, _ptr(gx), threads)
+        gw = gw_parts.sum(0)[..., :o].permute(3, 0, 1, 2).contiguous() if need_w else None
+        gb = gb_parts.sum(0)[:o] if has_bias and ctx.needs_input_grad[2] else None
+        if gx is not None and not channels_last:
+            gx = gx.permute(0, 3, 1, 2)
+        return gx, gw, gb, None, None
 
 
 def _fits(conv: nn.Module, pool: nn.Module) -> bool:
@@ -22,27 +129,35 @@ def _fits(conv: nn.Module, pool: nn.Module) -> bool:
             and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
             and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)
             and conv.padding[0] == conv.padding[1] and conv.kernel_size[0] == conv.kernel_size[1]
+            and conv.kernel_size[0] <= MAX_KERNEL
             and pool.kernel_size in (2, (2, 2)) and pool.stride in (2, (2, 2))
             and pool.padding in (0, (0, 0)) and pool.dilation in (1, (1, 1))
             and not pool.ceil_mode and not pool.return_indices)
 
 
-def conv_pool(x_seq: Tensor, conv: nn.Module, pool: nn.Module) -> Tensor | None:
-    """``pool(conv(x))`` over ``x_seq`` [T, B, C, H, W] → [T, B, O, H', W'], or None when the
-    sparse kernel does not apply (not CPU float32, input needing a gradient, autocast on, dense
-    input, other layer settings, or no compiled kernels)."""
-    if (x_seq.device.type != "cpu" or x_seq.dtype != torch.float32 or x_seq.dim() != 5
-            or x_seq.requires_grad or torch.is_autocast_enabled("cpu") or not _fits(conv, pool)
-            or conv.weight.dtype != torch.float32):
-        return None
-    if torch.count_nonzero(x_seq).item() > MAX_DENSITY * x_seq.numel():
-        return None
-    from . import get_backend
+def _sparse_enough(x_seq: Tensor) -> bool:
+    """Whether at most :data:`MAX_DENSITY` of the inputs are nonzero, on up to
+    :data:`DENSITY_SAMPLES` evenly spaced time steps."""
+    step = max(1, x_seq.shape[0] // DENSITY_SAMPLES)
+    sample = x_seq[::step].detach()
+    return torch.count_nonzero(sample).item() <= MAX_DENSITY * sample.numel()
 
-    backend = get_backend("auto", "cpu")
-    if not hasattr(backend, "sparse_conv_pool"):
+
+def conv_pool(x_seq: Tensor, conv: nn.Module, pool: nn.Module,
+              channels_last: bool = False) -> Tensor | None:
+    """``pool(conv(x))`` over ``x_seq`` ([T, B, C, H, W], or [T, B, H, W, C] with
+    ``channels_last``) → channels-last [T, B, H', W', O], differentiable w.r.t. the input, the
+    weight and the bias; or None when the sparse kernels do not apply (not CPU float32, autocast
+    on, dense input, other layer settings, or no compiled kernels)."""
+    if (x_seq.device.type != "cpu" or x_seq.dtype != torch.float32 or x_seq.dim() != 5
+            or torch.is_autocast_enabled("cpu") or not _fits(conv, pool)
+            or conv.weight.dtype != torch.float32 or conv.weight.device.type != "cpu"
+            or x_seq.shape[-1 if channels_last else 2] != conv.in_channels
+            or x_seq.shape[0] * x_seq.shape[1] == 0):
+        return None
+    if not _sparse_enough(x_seq) or library() is None:
         return None
     t, b = x_seq.shape[:2]
-    out = backend.sparse_conv_pool(x_seq.reshape(t * b, *x_seq.shape[2:]), conv.weight,
-                                   conv.bias, conv.padding[0])
+    x = x_seq.reshape(t * b, *x_seq.shape[2:]).contiguous()
+    out = _ConvPool.apply(x, conv.weight, conv.bias, conv.padding[0], channels_last)
     return out.reshape(t, b, *out.shape[1:])
