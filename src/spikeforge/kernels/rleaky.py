@@ -41,33 +41,58 @@ def _c(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _aligned(step: Tensor) -> bool:
+    """Whether every step of a contiguous [T, ...] buffer of ``step``'s shape starts on a 64-byte
+    boundary, as a fresh tensor does (BLAS rounding can depend on its input's alignment)."""
+    return step.numel() * step.element_size() % 64 == 0
+
+
+def _forward_compiled(lib, x_seq, u0, s0, beta_full, weight, bias, kind, threshold, reset_zero):
+    """The loop with one compiled call per step, writing straight into the [T, ...] outputs."""
+    shape = x_seq.shape
+    steps, n = shape[0], x_seq[0].numel()
+    spikes, mems = torch.empty(shape), torch.empty(shape)
+    x, x_stride = (x_seq[0].contiguous(), 0) if x_seq.stride(0) == 0 else (x_seq.contiguous(), n)
+    u, s = u0.expand(shape[1:]).contiguous(), s0.expand(shape[1:])
+    for t in range(steps):
+        fb = _feedback(kind, s, weight, bias).contiguous()
+        lib.rleaky_step_forward(u.data_ptr(), x.data_ptr() + 4 * t * x_stride, fb.data_ptr(),
+                                beta_full.data_ptr(), mems[t].data_ptr(), spikes[t].data_ptr(),
+                                n, float(threshold), int(reset_zero))
+        u, s = mems[t], spikes[t]
+    return spikes, mems
+
+
 class _RLeaky(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, u0, s0, beta, weight, bias, kind, threshold, reset_zero, surrogate):
         lib = _compiled(x_seq, beta, weight)
         shape = x_seq.shape
-        u, s = u0.expand(shape[1:]), s0.expand(shape[1:])
         beta_full = beta.detach().expand(shape[1:]).contiguous()
-        spikes, mems = [], []
-        for t in range(shape[0]):
-            # fresh (aligned) tensors per step, as in the reference loop: BLAS rounding can
-            # depend on the alignment of the feedback's input
-            fb = _feedback(kind, s, weight, bias)
-            if lib is not None:
-                u_new, s_new = torch.empty(shape[1:]), torch.empty(shape[1:])
-                lib.rleaky_step_forward(u.contiguous().data_ptr(), x_seq[t].contiguous().data_ptr(),
-                                        fb.contiguous().data_ptr(), beta_full.data_ptr(),
-                                        u_new.data_ptr(), s_new.data_ptr(), u_new.numel(),
-                                        float(threshold), int(reset_zero))
-                u, s = u_new, s_new
-            else:
-                r = (u - threshold > 0).to(u.dtype)
-                base = beta * u + x_seq[t] + fb
-                u = base - r * base if reset_zero else base - r * threshold
-                s = (u - threshold > 0).to(u.dtype)
-            mems.append(u)
-            spikes.append(s)
-        spikes, mems = torch.stack(spikes), torch.stack(mems)
+        if lib is not None and _aligned(x_seq[0]):
+            spikes, mems = _forward_compiled(lib, x_seq, u0, s0, beta_full, weight, bias, kind,
+                                             threshold, reset_zero)
+        else:
+            u, s = u0.expand(shape[1:]), s0.expand(shape[1:])
+            spikes, mems = [], []
+            for t in range(shape[0]):
+                # fresh (aligned) tensors per step, as in the reference loop
+                fb = _feedback(kind, s, weight, bias)
+                if lib is not None:
+                    u_new, s_new = torch.empty(shape[1:]), torch.empty(shape[1:])
+                    lib.rleaky_step_forward(
+                        u.contiguous().data_ptr(), x_seq[t].contiguous().data_ptr(),
+                        fb.contiguous().data_ptr(), beta_full.data_ptr(), u_new.data_ptr(),
+                        s_new.data_ptr(), u_new.numel(), float(threshold), int(reset_zero))
+                    u, s = u_new, s_new
+                else:
+                    r = (u - threshold > 0).to(u.dtype)
+                    base = beta * u + x_seq[t] + fb
+                    u = base - r * base if reset_zero else base - r * threshold
+                    s = (u - threshold > 0).to(u.dtype)
+                mems.append(u)
+                spikes.append(s)
+            spikes, mems = torch.stack(spikes), torch.stack(mems)
         ctx.save_for_backward(spikes, mems, u0, s0, beta, beta_full, weight)
         ctx.args = (kind, threshold, reset_zero, surrogate, bias is not None, lib)
         ctx.set_materialize_grads(False)
@@ -83,30 +108,9 @@ class _RLeaky(torch.autograd.Function):
         carry = torch.zeros_like(mems[0])
         g_beta = torch.zeros_like(mems[0])
         u0_full = u0.expand_as(mems[0]).contiguous()
-        sg = _surrogate_code(surrogate) if lib is not None else None
-        for t in range(steps - 1, -1, -1):
-            u_prev = mems[t - 1] if t > 0 else u0_full
-            g_s = g_spikes[t] if g_spikes is not None else None
-            if t + 1 < steps:
-                back = grads[t + 1] @ weight if kind == "linear" else grads[t + 1] * weight
-                g_s = back if g_s is None else g_s + back
-            g_m = None if g_mems is None else g_mems[t]
-            if lib is not None:
-                g_s = None if g_s is None else g_s.contiguous()
-                g_m = None if g_m is None else g_m.contiguous()
-                lib.rleaky_step_backward(mems[t].data_ptr(), u_prev.data_ptr(),
-                                         beta_full.data_ptr(), _c(g_m), _c(g_s), carry.data_ptr(),
-                                         grads[t].data_ptr(), g_beta.data_ptr(), carry.numel(),
-                                         float(threshold), int(reset_zero), *sg)
-                continue
-            g_u = carry if g_m is None else g_m + carry
-            if g_s is not None:
-                g_u = g_u + g_s * surrogate.derivative(mems[t] - threshold)
-            if reset_zero:
-                g_u = g_u * (u_prev - threshold <= 0).to(g_u.dtype)
-            grads[t] = g_u
-            carry = beta * g_u
-            g_beta += g_u * u_prev
+        step = _backward_compiled if lib is not None else _backward_torch
+        carry, g_beta = step(lib, grads, carry, g_beta, mems, u0_full, beta, beta_full, g_spikes,
+                             g_mems, weight, kind, threshold, reset_zero, surrogate)
         s_first = s0.expand_as(spikes[0])
         need = ctx.needs_input_grad
         g_u0 = carry.sum_to_size(u0.shape) if need[1] else None
@@ -131,6 +135,56 @@ class _RLeaky(torch.autograd.Function):
             g_bias = flat_g.sum(0).to(param.dtype)
         g_w = None if g_w is None else g_w.to(param.dtype)
         return grads, g_u0, g_s0, g_b, g_w, g_bias, None, None, None, None
+
+
+def _backward_torch(lib, grads, carry, g_beta, mems, u0_full, beta, beta_full, g_spikes, g_mems,
+                    weight, kind, threshold, reset_zero, surrogate) -> tuple[Tensor, Tensor]:
+    """Fill ``grads`` [T, ...] with tensor operations; return the final (carry, ∂L/∂β)."""
+    steps = mems.shape[0]
+    for t in range(steps - 1, -1, -1):
+        u_prev = mems[t - 1] if t > 0 else u0_full
+        g_s = g_spikes[t] if g_spikes is not None else None
+        if t + 1 < steps:
+            back = grads[t + 1] @ weight if kind == "linear" else grads[t + 1] * weight
+            g_s = back if g_s is None else g_s + back
+        g_m = None if g_mems is None else g_mems[t]
+        g_u = carry if g_m is None else g_m + carry
+        if g_s is not None:
+            g_u = g_u + g_s * surrogate.derivative(mems[t] - threshold)
+        if reset_zero:
+            g_u = g_u * (u_prev - threshold <= 0).to(g_u.dtype)
+        grads[t] = g_u
+        carry = beta * g_u
+        g_beta += g_u * u_prev
+    return carry, g_beta
+
+
+def _backward_compiled(lib, grads, carry, g_beta, mems, u0_full, beta, beta_full, g_spikes,
+                       g_mems, weight, kind, threshold, reset_zero, surrogate
+                       ) -> tuple[Tensor, Tensor]:
+    """:func:`_backward_torch` with one compiled call per step (``carry`` and ``g_beta``
+    updated in place); the feedback's gradient ``G[t+1] @ W`` (or ``⊙ w``) is added to
+    ``∂L/∂S[t]`` in one torch op."""
+    sg = _surrogate_code(surrogate)
+    steps, n = mems.shape[0], mems[0].numel()
+    g_s_all = None if g_spikes is None else g_spikes.contiguous()
+    g_m_all = None if g_mems is None else g_mems.contiguous()
+    buf = torch.empty_like(mems[0]) if steps > 1 else None
+    for t in range(steps - 1, -1, -1):
+        g_s = None if g_s_all is None else g_s_all[t]
+        if t + 1 < steps:
+            if kind == "linear" and g_s is not None and buf.dim() == 2:
+                g_s = torch.addmm(g_s, grads[t + 1], weight, out=buf)
+            else:
+                back = grads[t + 1] @ weight if kind == "linear" else grads[t + 1] * weight
+                g_s = back if g_s is None else torch.add(g_s, back, out=buf)
+        u_prev = mems[t - 1] if t > 0 else u0_full
+        g_m = None if g_m_all is None else g_m_all[t].data_ptr()
+        lib.rleaky_step_backward(mems[t].data_ptr(), u_prev.data_ptr(), beta_full.data_ptr(), g_m,
+                                 None if g_s is None else g_s.data_ptr(),
+                                 carry.data_ptr(), grads[t].data_ptr(), g_beta.data_ptr(), n,
+                                 float(threshold), int(reset_zero), *sg)
+    return carry, g_beta
 
 
 def _surrogate_code(surrogate: Surrogate) -> tuple[int, float, float]:
