@@ -35,6 +35,8 @@ from . import build
 MAX_DENSITY = 0.25
 #: Largest kernel size the compiled input gradient is instantiated for.
 MAX_KERNEL = 7
+#: Widest padded input row the kernels take (one 64-bit mask per row).
+MAX_WIDTH = 64
 #: Time steps sampled to estimate the density of the input.
 DENSITY_SAMPLES = 16
 
@@ -79,8 +81,8 @@ class _ConvPool(torch.autograd.Function):
             n, c, h, w = x.shape
         o, _, k, _ = weight.shape
         op = _pad16(o)
-        wt = torch.zeros(c, k, k, op)
-        wt[..., :o] = weight.detach().permute(1, 2, 3, 0)
+        wt = torch.zeros(c, k + 2, k + 2, op)
+        wt[:, 1:-1, 1:-1, :o] = weight.detach().permute(1, 2, 3, 0)
         bp = torch.zeros(op)
         if bias is not None:
             bp[:o] = bias.detach()
@@ -104,20 +106,22 @@ class _ConvPool(torch.autograd.Function):
         else:
             n, c, h, w = x.shape
         o, _, k, _ = weight.shape
-        op, cp = _pad16(o), _pad16(c)
+        op, rp = _pad16(o), _pad16(k * c)
         threads = torch.get_num_threads()
-        gw_parts = torch.zeros(threads, c, k, k, op) if need_w else None
+        gw_parts = torch.zeros(threads, c, k + 2, k + 2, op) if need_w else None
         gb_parts = torch.zeros(threads, op)
-        wo = gx = None
+        wrow = gx = None
         if need_x:
-            wo = torch.zeros(o, k, k, cp)
-            wo[..., :c] = weight.detach().permute(0, 2, 3, 1)
+            wrow = torch.zeros(o, k, rp)
+            wrow[..., :k * c] = weight.detach().permute(0, 2, 3, 1).reshape(o, k, k * c)
             gx = torch.empty(n, h, w, c)
         g = g.float().contiguous()
         library().scp_backward(x.data_ptr(), n, c, h, w, int(channels_last), arg.data_ptr(),
                                g.data_ptr(), o, op, k, pad, _ptr(gw_parts), gb_parts.data_ptr(),
-                               _ptr(wo), cp, _ptr(gx), threads)
-        gw = gw_parts.sum(0)[..., :o].permute(3, 0, 1, 2).contiguous() if need_w else None
+                               _ptr(wrow), rp, _ptr(gx), threads)
+        gw = None
+        if need_w:
+            gw = gw_parts.sum(0)[:, 1:-1, 1:-1, :o].permute(3, 0, 1, 2).contiguous()
         gb = gb_parts.sum(0)[:o] if has_bias and ctx.needs_input_grad[2] else None
         if gx is not None and not channels_last:
             gx = gx.permute(0, 3, 1, 2)
@@ -153,6 +157,7 @@ def conv_pool(x_seq: Tensor, conv: nn.Module, pool: nn.Module,
             or torch.is_autocast_enabled("cpu") or not _fits(conv, pool)
             or conv.weight.dtype != torch.float32 or conv.weight.device.type != "cpu"
             or x_seq.shape[-1 if channels_last else 2] != conv.in_channels
+            or x_seq.shape[-2 if channels_last else -1] + 2 * conv.padding[0] > MAX_WIDTH
             or x_seq.shape[0] * x_seq.shape[1] == 0):
         return None
     if not _sparse_enough(x_seq) or library() is None:

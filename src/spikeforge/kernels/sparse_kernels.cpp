@@ -42,13 +42,11 @@ static inline vf vwhere(const uint8_t* arg, int q, vf v) {
     return _mm512_maskz_mov_ps(_mm_cmpeq_epi8_mask(a, _mm_set1_epi8((char)q)), v);
 }
 // max-pool of four values with the index of the winner, written to m[0..n) and arg[0..16)
-static inline void vpool4(const float* w0, const float* w1, const float* w2, const float* w3,
-                          float* m, uint8_t* arg, i64 n) {
-    const float* win[4] = {w0, w1, w2, w3};
-    vf best = vload(w0);
+static inline void vpool4(const vf* win, float* m, uint8_t* arg, i64 n) {
+    vf best = win[0];
     __m512i a = _mm512_setzero_si512();
     for (int q = 1; q < 4; ++q) {
-        const vf v = vload(win[q]);
+        const vf v = win[q];
         const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
                                _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
         best = _mm512_mask_mov_ps(best, take, v);
@@ -82,14 +80,12 @@ static inline vf vwhere(const uint8_t* arg, int q, vf v) {
     for (int i = 0; i < L; ++i) v.x[i] = arg[i] == q ? v.x[i] : 0.0f;
     return v;
 }
-static inline void vpool4(const float* w0, const float* w1, const float* w2, const float* w3,
-                          float* m, uint8_t* arg, i64 n) {
-    const float* win[4] = {w0, w1, w2, w3};
+static inline void vpool4(const vf* win, float* m, uint8_t* arg, i64 n) {
     for (int i = 0; i < L; ++i) {
-        float best = w0[i];
+        float best = win[0].x[i];
         uint8_t a = 0;
         for (uint8_t q = 1; q < 4; ++q) {
-            const float v = win[q][i];
+            const float v = win[q].x[i];
             if (v > best || v != v) {
                 best = v;
                 a = q;
@@ -119,6 +115,21 @@ static inline void for_nonzero(const float* x, i64 n, F f) {
         if (x[i] != 0.0f) f(i, x[i]);
 }
 
+// Bit j of the result is set where x[j] ≠ 0 (or NaN), j < n ≤ 64.
+static inline uint64_t nonzero_bits(const float* x, i64 n) {
+    uint64_t m = 0;
+    i64 j = 0;
+#ifdef SF_AVX512
+    for (; j < n; j += L) {
+        const vf v = vload_n(x + j, n - j);
+        m |= (uint64_t)_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ) << j;
+    }
+#endif
+    for (; j < n; ++j)
+        if (x[j] != 0.0f) m |= 1ull << j;
+    return m;
+}
+
 // Large outputs are written once from scratch: ask for huge pages, which fault in ~4× faster.
 static void advise_huge(void* p, i64 bytes) {
 #ifdef MADV_HUGEPAGE
@@ -132,87 +143,263 @@ static void advise_huge(void* p, i64 bytes) {
 #endif
 }
 
-struct Geometry {
-    i64 C, H, W, O, OP, K, pad, PH, PW;
-    int channels_last;  // input layout: NHWC (1) or NCHW (0)
-    // channel and position of flat input index i
-    inline void decode(i64 i, i64* c, i64* iy, i64* ix) const {
-        i64 p;
-        if (channels_last) {
-            *c = i % C;
-            p = i / C;
-        } else {
-            *c = i / (H * W);
-            p = i % (H * W);
-        }
-        *iy = p / W;
-        *ix = p % W;
-    }
-};
-
-static int team(i64 n, int nthreads) { return n < 2 ? 1 : nthreads; }
-
 static float* alloc_floats(i64 n) {
     const size_t bytes = ((sizeof(float) * (size_t)(n + L)) + 63) & ~(size_t)63;
     return (float*)aligned_alloc(64, bytes);
 }
 
+static int team(i64 n, int nthreads) { return n < 2 ? 1 : nthreads; }
+
+// Layer shape: input C×H×W (NCHW or NHWC), O outputs (padded to OP), K×K kernel, zero padding
+// pad, pooled output PH×PW. Padded input coordinates run over HP = H + 2·pad rows and
+// WP = W + 2·pad columns. Kernels are stored with a zero border, KE = K + 2 taps a side, so that
+// every input of a pooling window's (K+1)×(K+1) field reaches all four window positions without
+// a bounds test.
+struct Geometry {
+    i64 C, H, W, O, OP, K, pad, PH, PW, HP, WP, KE;
+    int channels_last;
+};
+
+static Geometry geometry(i64 C, i64 H, i64 W, i64 O, i64 OP, i64 K, i64 pad, int channels_last) {
+    return {C, H, W, O, OP, K, pad, (H + 2 * pad - K + 1) / 2, (W + 2 * pad - K + 1) / 2,
+            H + 2 * pad, W + 2 * pad, K + 2, channels_last};
+}
+
+struct Entry {
+    i64 off;  // (c·KE²  + column)·OP, column padded
+    float v;
+};
+
+// One sample's nonzero inputs, row by row (padded rows), columns ascending: the entries of row R
+// with padded column ≥ j start at start[R·(WP+1) + j].
+struct Sample {
+    const Geometry& g;
+    Entry* entries;  // [C·H·W]
+    i64* start;      // [HP·(WP+1)]
+    uint64_t* bits;  // [C]
+
+    void scan(const float* xn) {
+        const i64 C = g.C, H = g.H, W = g.W, WP = g.WP, pad = g.pad, OP = g.OP, KE = g.KE;
+        i64 e = 0;
+        for (i64 R = 0; R < g.HP; ++R) {
+            i64* st = start + R * (WP + 1);
+            i64 next = 0;
+            auto open = [&](i64 col) {
+                while (next <= col) st[next++] = e;
+            };
+            const i64 r = R - pad;
+            if (r >= 0 && r < H) {
+                if (g.channels_last) {
+                    const float* xr = xn + r * W * C;
+                    for_nonzero(xr, W * C, [&](i64 i, float v) {
+                        const int ii = (int)i, cc = (int)C;
+                        const i64 col = ii / cc + pad, c = ii % cc;
+                        open(col);
+                        entries[e++] = {(c * KE * KE + col) * OP, v};
+                    });
+                } else {
+                    uint64_t any = 0;
+                    for (i64 c = 0; c < C; ++c) {
+                        bits[c] = nonzero_bits(xn + (c * H + r) * W, W);
+                        any |= bits[c];
+                    }
+                    while (any) {
+                        const i64 j = __builtin_ctzll(any);
+                        any &= any - 1;
+                        open(j + pad);
+                        for (i64 c = 0; c < C; ++c)
+                            if (bits[c] >> j & 1)
+                                entries[e++] = {(c * KE * KE + j + pad) * OP,
+                                                xn[(c * H + r) * W + j]};
+                    }
+                }
+            }
+            open(WP);
+        }
+    }
+
+    // Entries of padded row R with columns in [j0, j0 + K].
+    inline void span(i64 R, i64 j0, i64* lo, i64* hi) const {
+        const i64* st = start + R * (g.WP + 1);
+        *lo = st[j0];
+        *hi = st[j0 + g.K + 1];
+    }
+};
+
+// Forward of output channels [o0, o0 + 16·NC): the four convolution outputs of every pooling
+// window accumulate in registers from the window's nonzero inputs, then are pooled.
+template <int NC>
+static void forward_channels(const Sample& s, const float* wext, const float* bias, i64 o0,
+                             float* outn, uint8_t* argn) {
+    const Geometry& g = s.g;
+    const i64 OP = g.OP, KE = g.KE, K = g.K;
+    for (i64 py = 0; py < g.PH; ++py) {
+        for (i64 px = 0; px < g.PW; ++px) {
+            vf acc[4][NC];
+            for (int q = 0; q < 4; ++q)
+                for (int j = 0; j < NC; ++j) acc[q][j] = vload(bias + o0 + j * L);
+            for (i64 r = 0; r <= K; ++r) {
+                i64 lo, hi;
+                s.span(2 * py + r, 2 * px, &lo, &hi);
+                const float* w0 = wext + o0 + ((r + 1) * KE + 1 - 2 * px) * OP;
+                for (i64 e = lo; e < hi; ++e) {
+                    const float* w = w0 + s.entries[e].off;
+                    const vf v = vset(s.entries[e].v);
+                    for (int j = 0; j < NC; ++j) {
+                        acc[0][j] = vfma(v, vload(w + j * L), acc[0][j]);
+                        acc[1][j] = vfma(v, vload(w - OP + j * L), acc[1][j]);
+                        acc[2][j] = vfma(v, vload(w - KE * OP + j * L), acc[2][j]);
+                        acc[3][j] = vfma(v, vload(w - KE * OP - OP + j * L), acc[3][j]);
+                    }
+                }
+            }
+            const i64 p = py * g.PW + px;
+            for (int j = 0; j < NC; ++j) {
+                const vf win[4] = {acc[0][j], acc[1][j], acc[2][j], acc[3][j]};
+                vpool4(win, outn + p * g.O + o0 + j * L, argn + p * OP + o0 + j * L,
+                       g.O - o0 - j * L);
+            }
+        }
+    }
+}
+
+// Weight gradient of output channels [o0, o0 + 16·NC) into gwext [C, KE, KE, OP] (zero border
+// discarded by the caller): every nonzero input of a window adds v · (pooled gradient where that
+// position won) at the tap joining them.
+template <int NC>
+static void weight_grad_channels(const Sample& s, const float* gpad, const uint8_t* an, i64 o0,
+                                 float* gwext) {
+    const Geometry& g = s.g;
+    const i64 OP = g.OP, KE = g.KE, K = g.K;
+    for (i64 py = 0; py < g.PH; ++py) {
+        for (i64 px = 0; px < g.PW; ++px) {
+            const i64 p = py * g.PW + px;
+            i64 lo[KMAX + 1], hi[KMAX + 1], n = 0;
+            for (i64 r = 0; r <= K; ++r) {
+                s.span(2 * py + r, 2 * px, &lo[r], &hi[r]);
+                n += hi[r] - lo[r];
+            }
+            if (!n) continue;
+            vf sel[4][NC];
+            for (int q = 0; q < 4; ++q)
+                for (int j = 0; j < NC; ++j)
+                    sel[q][j] = vwhere(an + p * OP + o0 + j * L, q,
+                                       vload(gpad + p * OP + o0 + j * L));
+            for (i64 r = 0; r <= K; ++r) {
+                float* d0 = gwext + o0 + ((r + 1) * KE + 1 - 2 * px) * OP;
+                for (i64 e = lo[r]; e < hi[r]; ++e) {
+                    float* d = d0 + s.entries[e].off;
+                    const vf v = vset(s.entries[e].v);
+                    for (int j = 0; j < NC; ++j) {
+                        vstore(d + j * L, vfma(v, sel[0][j], vload(d + j * L)));
+                        vstore(d - OP + j * L, vfma(v, sel[1][j], vload(d - OP + j * L)));
+                        float* d2 = d - KE * OP;
+                        vstore(d2 + j * L, vfma(v, sel[2][j], vload(d2 + j * L)));
+                        vstore(d2 - OP + j * L, vfma(v, sel[3][j], vload(d2 - OP + j * L)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Scratch {
+    Entry* entries;
+    i64* start;
+    uint64_t* bits;
+    explicit Scratch(const Geometry& g)
+        : entries((Entry*)malloc(sizeof(Entry) * (g.C * g.H * g.W + 1))),
+          start((i64*)malloc(sizeof(i64) * g.HP * (g.WP + 1))),
+          bits((uint64_t*)malloc(sizeof(uint64_t) * g.C)) {}
+    ~Scratch() {
+        free(entries);
+        free(start);
+        free(bits);
+    }
+};
+
 // out [N, PH, PW, O] = maxpool2(conv(x) + bias), arg [N, PH, PW, OP] = winner (0..3, row-major
-// in the window). wt [C, K, K, OP] is the weight with output channels last, bias [OP].
+// in the window). wext [C, KE, KE, OP]: the weight with output channels last and a zero border.
 extern "C" void scp_forward(const float* x, i64 N, i64 C, i64 H, i64 W, int channels_last,
-                            const float* wt, const float* bias, i64 O, i64 OP, i64 K, i64 pad,
+                            const float* wext, const float* bias, i64 O, i64 OP, i64 K, i64 pad,
                             float* out, uint8_t* arg, int nthreads) {
-    const Geometry g = {C, H, W, O, OP, K, pad, (H + 2 * pad - K + 1) / 2,
-                        (W + 2 * pad - K + 1) / 2, channels_last};
-    const i64 CH = 2 * g.PH, CW = 2 * g.PW, P = g.PH * g.PW;
+    const Geometry g = geometry(C, H, W, O, OP, K, pad, channels_last);
+    const i64 P = g.PH * g.PW;
     advise_huge(out, N * P * O * (i64)sizeof(float));
     advise_huge(arg, N * P * OP);
 #pragma omp parallel num_threads(team(N, nthreads))
     {
-        float* buf = alloc_floats(CH * CW * OP);
+        Scratch scratch(g);
+        Sample s = {g, scratch.entries, scratch.start, scratch.bits};
 #pragma omp for schedule(static)
         for (i64 n = 0; n < N; ++n) {
-            for (i64 p = 0; p < CH * CW; ++p)
-                for (i64 o = 0; o < OP; o += L) vstore(buf + p * OP + o, vload(bias + o));
-            for_nonzero(x + n * C * H * W, C * H * W, [&](i64 i, float v) {
-                i64 c, iy, ix;
-                g.decode(i, &c, &iy, &ix);
-                const vf vv = vset(v);
-                for (i64 ky = 0; ky < K; ++ky) {
-                    const i64 oy = iy + pad - ky;
-                    if (oy < 0 || oy >= CH) continue;
-                    for (i64 kx = 0; kx < K; ++kx) {
-                        const i64 ox = ix + pad - kx;
-                        if (ox < 0 || ox >= CW) continue;
-                        float* d = buf + (oy * CW + ox) * OP;
-                        const float* w = wt + ((c * K + ky) * K + kx) * OP;
-                        for (i64 o = 0; o < OP; o += L)
-                            vstore(d + o, vfma(vv, vload(w + o), vload(d + o)));
-                    }
-                }
-            });
-            for (i64 py = 0; py < g.PH; ++py) {
-                for (i64 px = 0; px < g.PW; ++px) {
-                    const float* c0 = buf + (2 * py * CW + 2 * px) * OP;
-                    const i64 p = n * P + py * g.PW + px;
-                    for (i64 o = 0; o < OP; o += L)
-                        vpool4(c0 + o, c0 + OP + o, c0 + CW * OP + o, c0 + CW * OP + OP + o,
-                               out + p * O + o, arg + p * OP + o, O - o);
-                }
+            s.scan(x + n * C * H * W);
+            for (i64 o0 = 0; o0 < OP; o0 += 2 * L) {
+                if (OP - o0 >= 2 * L)
+                    forward_channels<2>(s, wext, bias, o0, out + n * P * O, arg + n * P * OP);
+                else
+                    forward_channels<1>(s, wext, bias, o0, out + n * P * O, arg + n * P * OP);
             }
         }
-        free(buf);
     }
 }
 
-// Input gradient of one sample: gx[iy, ix, :] += Σ g[p, o]·W[o, :, ky, kx] over the pooled
-// outputs p whose winner sits at (iy − ky + pad, ix − kx + pad). Winners of one window that share
-// a position are summed in registers (K accumulators per kernel row) before touching gxbuf.
+// Input gradient of one window's winners at position q (list/gval: their channels and pooled
+// gradients) into gxbuf [HP, WP, C] (padded, channels-last): row ky of the kernel reaches padded
+// input row oy + ky, columns ox .. ox + K − 1, i.e. K·C consecutive floats of gxbuf, which is how
+// wrow [O, K, RP] holds the weight (element kx·C + c of row (o, ky), zero-padded to RP).
+// Chunks [k0, k0 + NCH) of 16 floats of those rows, with K·NCH accumulators in registers.
+template <int K, int NCH>
+static void input_grad_window(const int* list, const float* gval, int count, const float* wrow,
+                              i64 RP, i64 k0, float* dst, i64 row_stride, i64 row_len) {
+    vf acc[K][NCH];
+    for (int ky = 0; ky < K; ++ky)
+        for (int k = 0; k < NCH; ++k) acc[ky][k] = vzero();
+    for (int j = 0; j < count; ++j) {
+        const vf gv = vset(gval[j]);
+        const float* w = wrow + (i64)list[j] * K * RP + k0 * L;
+        for (int ky = 0; ky < K; ++ky)
+            for (int k = 0; k < NCH; ++k)
+                acc[ky][k] = vfma(gv, vload(w + ky * RP + k * L), acc[ky][k]);
+    }
+    for (int ky = 0; ky < K; ++ky) {
+        float* d = dst + ky * row_stride + k0 * L;
+        for (int k = 0; k < NCH; ++k)
+            vstore_n(d + k * L, vadd(vload(d + k * L), acc[ky][k]), row_len - (k0 + k) * L);
+    }
+}
+
+typedef void (*WindowGrad)(const int*, const float*, int, const float*, i64, i64, float*, i64,
+                           i64);
+
 template <int K>
-static void input_grad(const Geometry& g, const float* gn, const uint8_t* an, const float* wo,
-                       i64 CP, float* gxbuf, int* list, float* gval) {
-    const i64 H = g.H, W = g.W, O = g.O, OP = g.OP, pad = g.pad;
-    memset(gxbuf, 0, sizeof(float) * H * W * CP);
+static WindowGrad window_grad_k(int nch) {
+    switch (nch) {
+        case 1: return input_grad_window<K, 1>;
+        case 2: return input_grad_window<K, 2>;
+        case 3: return input_grad_window<K, 3>;
+        default: return input_grad_window<K, 4>;
+    }
+}
+
+static WindowGrad window_grad(i64 K, int nch) {
+    switch (K) {
+        case 1: return window_grad_k<1>(nch);
+        case 2: return window_grad_k<2>(nch);
+        case 3: return window_grad_k<3>(nch);
+        case 4: return window_grad_k<4>(nch);
+        case 5: return window_grad_k<5>(nch);
+        case 6: return window_grad_k<6>(nch);
+        default: return window_grad_k<7>(nch);
+    }
+}
+
+// Input gradient of one sample into gxn [H, W, C].
+static void input_grad(const Geometry& g, const float* gn, const uint8_t* an, const float* wrow,
+                       i64 RP, float* gxbuf, int* list, float* gval, float* gxn) {
+    const i64 C = g.C, O = g.O, OP = g.OP, WP = g.WP, K = g.K;
+    const i64 nchunks = RP / L;
+    memset(gxbuf, 0, sizeof(float) * (g.HP * WP * C + RP));
     for (i64 py = 0; py < g.PH; ++py) {
         for (i64 px = 0; px < g.PW; ++px) {
             const i64 p = py * g.PW + px;
@@ -228,59 +415,31 @@ static void input_grad(const Geometry& g, const float* gn, const uint8_t* an, co
             for (int q = 0; q < 4; ++q) {
                 if (!count[q]) continue;
                 const i64 oy = 2 * py + (q >> 1), ox = 2 * px + (q & 1);
-                for (i64 ky = 0; ky < K; ++ky) {
-                    const i64 iy = oy + ky - pad;
-                    if (iy < 0 || iy >= H) continue;
-                    for (i64 c = 0; c < CP; c += L) {
-                        vf acc[K];
-                        for (int kx = 0; kx < K; ++kx) acc[kx] = vzero();
-                        for (int j = 0; j < count[q]; ++j) {
-                            const vf gv = vset(gval[q * O + j]);
-                            const float* w = wo + ((i64)list[q * O + j] * K + ky) * K * CP + c;
-                            for (int kx = 0; kx < K; ++kx) acc[kx] = vfma(gv, vload(w + kx * CP),
-                                                                          acc[kx]);
-                        }
-                        for (int kx = 0; kx < K; ++kx) {
-                            const i64 ix = ox + kx - pad;
-                            if (ix < 0 || ix >= W) continue;
-                            float* d = gxbuf + (iy * W + ix) * CP + c;
-                            vstore(d, vadd(vload(d), acc[kx]));
-                        }
-                    }
+                float* dst = gxbuf + (oy * WP + ox) * C;
+                for (i64 k0 = 0; k0 < nchunks; k0 += 4) {
+                    const int nch = (int)(nchunks - k0 < 4 ? nchunks - k0 : 4);
+                    window_grad(K, nch)(list + q * O, gval + q * O, count[q], wrow, RP, k0, dst,
+                                        WP * C, K * C);
                 }
             }
         }
     }
-}
-
-typedef void (*InputGrad)(const Geometry&, const float*, const uint8_t*, const float*, i64,
-                          float*, int*, float*);
-
-static InputGrad input_grad_for(i64 K) {
-    switch (K) {
-        case 1: return input_grad<1>;
-        case 2: return input_grad<2>;
-        case 3: return input_grad<3>;
-        case 4: return input_grad<4>;
-        case 5: return input_grad<5>;
-        case 6: return input_grad<6>;
-        default: return input_grad<7>;
-    }
+    for (i64 r = 0; r < g.H; ++r)
+        memcpy(gxn + r * g.W * C, gxbuf + ((r + g.pad) * WP + g.pad) * C,
+               sizeof(float) * g.W * C);
 }
 
 // Gradients of scp_forward from g = dL/d(out) [N, PH, PW, O]:
-//   gw_parts [nthreads, C, K, K, OP] and gb_parts [nthreads, OP] (zeroed by the caller; summed
-//   by the caller over threads); gw_parts NULL skips the weight gradient.
-//   gx [N, H, W, C] (NULL: not needed) with wo [O, K, K, CP], the weight with input channels last,
-//   padded to CP (a multiple of 16).
+//   gw_parts [nthreads, C, KE, KE, OP] and gb_parts [nthreads, OP] (zeroed by the caller, summed
+//   over threads and stripped of the zero border by the caller); gw_parts NULL skips the weight
+//   gradient.
+//   gx [N, H, W, C] (NULL: not needed) with wrow [O, K, RP] (see input_grad_window).
 extern "C" void scp_backward(const float* x, i64 N, i64 C, i64 H, i64 W, int channels_last,
                              const uint8_t* arg, const float* gout, i64 O, i64 OP, i64 K,
-                             i64 pad, float* gw_parts, float* gb_parts, const float* wo, i64 CP,
+                             i64 pad, float* gw_parts, float* gb_parts, const float* wrow, i64 RP,
                              float* gx, int nthreads) {
-    const Geometry g = {C, H, W, O, OP, K, pad, (H + 2 * pad - K + 1) / 2,
-                        (W + 2 * pad - K + 1) / 2, channels_last};
-    const i64 CH = 2 * g.PH, CW = 2 * g.PW, P = g.PH * g.PW;
-    const InputGrad igrad = input_grad_for(K);
+    const Geometry g = geometry(C, H, W, O, OP, K, pad, channels_last);
+    const i64 P = g.PH * g.PW;
     if (gx) advise_huge(gx, N * H * W * C * (i64)sizeof(float));
 #pragma omp parallel num_threads(team(N, nthreads))
     {
@@ -289,12 +448,14 @@ extern "C" void scp_backward(const float* x, i64 N, i64 C, i64 H, i64 W, int cha
 #else
         const int tid = 0;
 #endif
-        float* gw = gw_parts ? gw_parts + (i64)tid * C * K * K * OP : NULL;
+        float* gw = gw_parts ? gw_parts + (i64)tid * C * g.KE * g.KE * OP : NULL;
         float* gb = gb_parts + (i64)tid * OP;
-        float* gxbuf = gx ? alloc_floats(H * W * CP) : NULL;
+        float* gxbuf = gx ? alloc_floats(g.HP * g.WP * C + RP) : NULL;
         int* list = (int*)malloc(sizeof(int) * 4 * O);
         float* gval = (float*)malloc(sizeof(float) * 4 * O);
         float* gpad = alloc_floats(P * OP);
+        Scratch scratch(g);
+        Sample s = {g, scratch.entries, scratch.start, scratch.bits};
 #pragma omp for schedule(static)
         for (i64 n = 0; n < N; ++n) {
             const float* gn = gout + n * P * O;
@@ -307,34 +468,15 @@ extern "C" void scp_backward(const float* x, i64 N, i64 C, i64 H, i64 W, int cha
                 }
             }
             if (gw) {
-                for_nonzero(x + n * C * H * W, C * H * W, [&](i64 i, float v) {
-                    i64 c, iy, ix;
-                    g.decode(i, &c, &iy, &ix);
-                    const vf vv = vset(v);
-                    for (i64 ky = 0; ky < K; ++ky) {
-                        const i64 oy = iy + pad - ky;
-                        if (oy < 0 || oy >= CH) continue;
-                        for (i64 kx = 0; kx < K; ++kx) {
-                            const i64 ox = ix + pad - kx;
-                            if (ox < 0 || ox >= CW) continue;
-                            const i64 p = (oy >> 1) * g.PW + (ox >> 1);
-                            const int q = (int)((oy & 1) * 2 + (ox & 1));
-                            float* d = gw + ((c * K + ky) * K + kx) * OP;
-                            for (i64 o = 0; o < OP; o += L) {
-                                const vf gv = vwhere(an + p * OP + o, q, vload(gpad + p * OP + o));
-                                vstore(d + o, vfma(vv, gv, vload(d + o)));
-                            }
-                        }
-                    }
-                });
+                s.scan(x + n * C * H * W);
+                for (i64 o0 = 0; o0 < OP; o0 += 2 * L) {
+                    if (OP - o0 >= 2 * L)
+                        weight_grad_channels<2>(s, gpad, an, o0, gw);
+                    else
+                        weight_grad_channels<1>(s, gpad, an, o0, gw);
+                }
             }
-            if (gx) {
-                igrad(g, gn, an, wo, CP, gxbuf, list, gval);
-                float* gxn = gx + n * H * W * C;
-                for (i64 p = 0; p < H * W; ++p)
-                    for (i64 c = 0; c < C; c += L) vstore_n(gxn + p * C + c, vload(gxbuf + p * CP + c),
-                                                            C - c);
-            }
+            if (gx) input_grad(g, gn, an, wrow, RP, gxbuf, list, gval, gx + n * H * W * C);
         }
         free(gxbuf);
         free(list);
