@@ -108,7 +108,7 @@ class NmnistCSNN(nn.Module):
         if h is None:
             return net(frames)
         s = self._leaky_channels_last(net[2], h)
-        h = sparse.conv_pool(s, net[3].module, net[4].module, channels_last=True)
+        h = sparse.conv_pool(s, net[3].module, net[4].module, channels_last=True, max_density=1)
         if h is None:
             return net[3:](s.permute(0, 1, 4, 2, 3))
         s = self._leaky_channels_last(net[5], h)

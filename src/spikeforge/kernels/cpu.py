@@ -6,9 +6,8 @@ loop in reverse with the carried gradient in registers (DESIGN §3). Spikes are 
 the reference loop in float32; float16/bfloat16 are computed in float32 and cast back; float64
 runs the reference loop (the kernels are single precision).
 
-The same library also holds the sparse Conv-MaxPool of event frames (:func:`sparse_conv_pool`)
-and RLeaky's elementwise step (used by :mod:`.rleaky`). It (``cpu_kernels.cpp``) is compiled on
-first use and cached, see :mod:`.build`.
+The same library also holds RLeaky's elementwise step (used by :mod:`.rleaky`). It
+(``cpu_kernels.cpp``) is compiled on first use and cached, see :mod:`.build`.
 """
 
 from __future__ import annotations
@@ -34,8 +33,6 @@ _SIGNATURES = {
     "if_lif_backward": [_P, _P, _I, _P, _I, _P, _P, _I, _I, _C, _F, _F, _F, _C, _C, _C, _F, _F,
                         _C],
     "leaky_forward": [_P, _I, _P, _P, _P, _P, _I, _I, _F, _C, _C],
-    "sparse_conv_pool_forward": [_P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _C],
-    "sparse_conv_pool_backward": [_P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _C],
     "rleaky_step_forward": [_P, _P, _P, _P, _P, _P, _I, _F, _C],
     "rleaky_step_backward": [_P, _P, _P, _P, _P, _P, _P, _P, _I, _F, _C, _C, _F, _F],
     "leaky_backward": [_P, _P, _P, _P, _I, _P, _I, _P, _P, _P, _I, _I, _F, _C, _C, _F, _F, _C],
@@ -227,47 +224,3 @@ def leaky(
     s, us, _, _ = _leaky_forward(x_seq, u, beta, threshold, reset_zero)
     return s.to(x_seq.dtype), us.to(x_seq.dtype)
 
-
-class _SparseConvPool(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, padding):
-        x = x.contiguous()
-        nb, c, h, w = x.shape
-        o, _, k, _ = weight.shape
-        op = -(-o // 16) * 16
-        wp = torch.zeros(c, k, k, op)
-        wp[..., :o] = weight.detach().permute(1, 2, 3, 0)
-        bp = torch.zeros(op)
-        if bias is not None:
-            bp[:o] = bias.detach()
-        ph, pw = (h + 2 * padding - k + 1) // 2, (w + 2 * padding - k + 1) // 2
-        out = torch.empty(nb, o, ph, pw)
-        arg = torch.empty(nb, o, ph, pw, dtype=torch.uint8)
-        library().sparse_conv_pool_forward(x.data_ptr(), wp.data_ptr(), bp.data_ptr(),
-                                           out.data_ptr(), arg.data_ptr(), nb, c, h, w, o, op, k,
-                                           padding, torch.get_num_threads())
-        ctx.save_for_backward(x, arg)
-        ctx.meta = (o, op, k, padding, bias is not None)
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        x, arg = ctx.saved_tensors
-        o, op, k, padding, has_bias = ctx.meta
-        nb, c, h, w = x.shape
-        g = g.float().contiguous()
-        threads = torch.get_num_threads()
-        parts = torch.zeros(threads, c, k, k, op)
-        library().sparse_conv_pool_backward(x.data_ptr(), arg.data_ptr(), g.data_ptr(),
-                                            parts.data_ptr(), nb, c, h, w, o, op, k, padding,
-                                            threads)
-        gw = parts.sum(0)[..., :o].permute(3, 0, 1, 2).contiguous()
-        gb = g.sum((0, 2, 3)) if has_bias else None
-        return None, gw, gb, None
-
-
-def sparse_conv_pool(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> Tensor:
-    """``max_pool2d(conv2d(x, weight, bias, padding=padding), 2)`` for sparse float32 ``x``
-    [N, C, H, W] (stride 1): the work follows the nonzeros of ``x``, and the full-resolution
-    convolution output is never stored. Differentiable w.r.t. ``weight`` and ``bias`` only."""
-    return _SparseConvPool.apply(x, weight, bias, padding)

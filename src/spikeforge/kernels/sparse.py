@@ -139,20 +139,22 @@ def _fits(conv: nn.Module, pool: nn.Module) -> bool:
             and not pool.ceil_mode and not pool.return_indices)
 
 
-def _sparse_enough(x_seq: Tensor) -> bool:
-    """Whether at most :data:`MAX_DENSITY` of the inputs are nonzero, on up to
+def _sparse_enough(x_seq: Tensor, max_density: float) -> bool:
+    """Whether at most ``max_density`` of the inputs are nonzero, on up to
     :data:`DENSITY_SAMPLES` evenly spaced time steps."""
     step = max(1, x_seq.shape[0] // DENSITY_SAMPLES)
     sample = x_seq[::step].detach()
-    return torch.count_nonzero(sample).item() <= MAX_DENSITY * sample.numel()
+    return torch.count_nonzero(sample).item() <= max_density * sample.numel()
 
 
-def conv_pool(x_seq: Tensor, conv: nn.Module, pool: nn.Module,
-              channels_last: bool = False) -> Tensor | None:
+def conv_pool(x_seq: Tensor, conv: nn.Module, pool: nn.Module, channels_last: bool = False,
+              max_density: float = MAX_DENSITY) -> Tensor | None:
     """``pool(conv(x))`` over ``x_seq`` ([T, B, C, H, W], or [T, B, H, W, C] with
     ``channels_last``) → channels-last [T, B, H', W', O], differentiable w.r.t. the input, the
     weight and the bias; or None when the sparse kernels do not apply (not CPU float32, autocast
-    on, dense input, other layer settings, or no compiled kernels)."""
+    on, more than ``max_density`` of the inputs nonzero, other layer settings, or no compiled
+    kernels). ``max_density=1`` skips the density estimate (binary spike maps with many output
+    channels: the kernels cost about what the dense layers cost even on dense input)."""
     if (x_seq.device.type != "cpu" or x_seq.dtype != torch.float32 or x_seq.dim() != 5
             or torch.is_autocast_enabled("cpu") or not _fits(conv, pool)
             or conv.weight.dtype != torch.float32 or conv.weight.device.type != "cpu"
@@ -160,7 +162,7 @@ def conv_pool(x_seq: Tensor, conv: nn.Module, pool: nn.Module,
             or x_seq.shape[-2 if channels_last else -1] + 2 * conv.padding[0] > MAX_WIDTH
             or x_seq.shape[0] * x_seq.shape[1] == 0):
         return None
-    if not _sparse_enough(x_seq) or library() is None:
+    if (max_density < 1 and not _sparse_enough(x_seq, max_density)) or library() is None:
         return None
     t, b = x_seq.shape[:2]
     x = x_seq.reshape(t * b, *x_seq.shape[2:]).contiguous()
