@@ -28,13 +28,13 @@ def _dense(x_nchw, conv):
     return y.reshape(t, b, *y.shape[1:]).permute(0, 1, 3, 4, 2)
 
 
-def _compare(x_nchw, conv, channels_last, exact=False):
+def _compare(x_nchw, conv, channels_last, exact=False, max_density=sparse.MAX_DENSITY):
     """Forward and (input, weight, bias) gradients of the sparse path against the dense one."""
     xd = x_nchw.clone().requires_grad_()
     want = _dense(xd, conv)
     xs = (x_nchw.permute(0, 1, 3, 4, 2) if channels_last else x_nchw).contiguous()
     xs.requires_grad_()
-    got = sparse.conv_pool(xs, conv, nn.MaxPool2d(2), channels_last=channels_last)
+    got = sparse.conv_pool(xs, conv, nn.MaxPool2d(2), channels_last, max_density)
     assert got is not None and got.shape == want.shape
     if exact:
         assert torch.equal(got, want)
@@ -78,7 +78,7 @@ def test_ties_route_to_the_first_maximum_like_torch(density):
                        stride=2)
     tied = (windows == windows.max(1, keepdim=True).values).sum(1) > 1
     assert tied.float().mean() > 0.05
-    _compare(x, conv, channels_last=True, exact=True)
+    _compare(x, conv, channels_last=True, exact=True, max_density=1.0)
 
 
 def test_all_zero_input_gives_bias_and_first_position_gradients():

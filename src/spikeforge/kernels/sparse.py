@@ -40,10 +40,14 @@ MAX_WIDTH = 64
 #: Time steps sampled to estimate the density of the input.
 DENSITY_SAMPLES = 16
 
-_P, _I, _C = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+_P, _I, _C, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 _SIGNATURES = {
     "scp_forward": [_P, _I, _I, _I, _I, _C, _P, _P, _I, _I, _I, _I, _P, _P, _C],
     "scp_backward": [_P, _I, _I, _I, _I, _C, _P, _P, _I, _I, _I, _I, _P, _P, _P, _I, _P, _C],
+    "block_forward": [_P, _I, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _P, _F, _F, _C, _P, _P, _I,
+                      _I, _I, _I, _P, _P, _C],
+    "block_backward": [_P, _I, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _P, _F, _F, _C, _F, _F, _P,
+                       _P, _P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _C],
 }
 
 
@@ -69,37 +73,46 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _forward_weights(weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The weight as [C, K+2, K+2, OP] (output channels last, zero border) and the bias [OP]."""
+    o, c, k, _ = weight.shape
+    op = _pad16(o)
+    wext = torch.zeros(c, k + 2, k + 2, op)
+    wext[:, 1:-1, 1:-1, :o] = weight.detach().permute(1, 2, 3, 0)
+    bp = torch.zeros(op)
+    if bias is not None:
+        bp[:o] = bias.detach()
+    return wext, bp
+
+
 class _ConvPool(torch.autograd.Function):
     """``max_pool2d(conv2d(x, weight, bias, padding=pad), 2)`` as [N, PH, PW, O]; ``x`` is
-    [N, C, H, W] (``channels_last`` False) or [N, H, W, C], float32, contiguous."""
+    [N, C, H, W] (``channels_last`` False) or [N, H, W, C], float32, contiguous. The winners of
+    the pooling windows are kept for backward unless ``keep`` is False (no gradient needed)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, pad, channels_last):
+    def forward(ctx, x, weight, bias, pad, channels_last, keep):
         if channels_last:
             n, h, w, c = x.shape
         else:
             n, c, h, w = x.shape
         o, _, k, _ = weight.shape
-        op = _pad16(o)
-        wt = torch.zeros(c, k + 2, k + 2, op)
-        wt[:, 1:-1, 1:-1, :o] = weight.detach().permute(1, 2, 3, 0)
-        bp = torch.zeros(op)
-        if bias is not None:
-            bp[:o] = bias.detach()
+        wext, bp = _forward_weights(weight, bias)
         ph, pw = (h + 2 * pad - k + 1) // 2, (w + 2 * pad - k + 1) // 2
         out = torch.empty(n, ph, pw, o)
-        arg = torch.empty(n, ph, pw, op, dtype=torch.uint8)
-        library().scp_forward(x.data_ptr(), n, c, h, w, int(channels_last), wt.data_ptr(),
-                              bp.data_ptr(), o, op, k, pad, out.data_ptr(), arg.data_ptr(),
+        arg = torch.empty(n, ph, pw, _pad16(o), dtype=torch.uint8) if keep else None
+        library().scp_forward(x.data_ptr(), n, c, h, w, int(channels_last), wext.data_ptr(),
+                              bp.data_ptr(), o, _pad16(o), k, pad, out.data_ptr(), _ptr(arg),
                               torch.get_num_threads())
-        ctx.save_for_backward(x, weight, arg)
-        ctx.meta = (pad, channels_last, bias is not None)
+        if keep:
+            ctx.save_for_backward(x, weight, bias, arg)
+        ctx.meta = (pad, channels_last)
         return out
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, arg = ctx.saved_tensors
-        pad, channels_last, has_bias = ctx.meta
+        x, weight, bias, arg = ctx.saved_tensors
+        pad, channels_last = ctx.meta
         need_x, need_w = ctx.needs_input_grad[:2]
         if channels_last:
             n, h, w, c = x.shape
@@ -122,10 +135,10 @@ class _ConvPool(torch.autograd.Function):
         gw = None
         if need_w:
             gw = gw_parts.sum(0)[:, 1:-1, 1:-1, :o].permute(3, 0, 1, 2).contiguous()
-        gb = gb_parts.sum(0)[:o] if has_bias and ctx.needs_input_grad[2] else None
+        gb = gb_parts.sum(0)[:o] if bias is not None and ctx.needs_input_grad[2] else None
         if gx is not None and not channels_last:
             gx = gx.permute(0, 3, 1, 2)
-        return gx, gw, gb, None, None
+        return gx, gw, gb, None, None, None
 
 
 def _fits(conv: nn.Module, pool: nn.Module) -> bool:
@@ -166,5 +179,7 @@ def conv_pool(x_seq: Tensor, conv: nn.Module, pool: nn.Module, channels_last: bo
         return None
     t, b = x_seq.shape[:2]
     x = x_seq.reshape(t * b, *x_seq.shape[2:]).contiguous()
-    out = _ConvPool.apply(x, conv.weight, conv.bias, conv.padding[0], channels_last)
+    params = [p for p in (conv.weight, conv.bias) if p is not None]
+    keep = torch.is_grad_enabled() and any(p.requires_grad for p in (x, *params))
+    out = _ConvPool.apply(x, conv.weight, conv.bias, conv.padding[0], channels_last, keep)
     return out.reshape(t, b, *out.shape[1:])

@@ -42,6 +42,7 @@ static inline vf vwhere(const uint8_t* arg, int q, vf v) {
     return _mm512_maskz_mov_ps(_mm_cmpeq_epi8_mask(a, _mm_set1_epi8((char)q)), v);
 }
 // max-pool of four values with the index of the winner, written to m[0..n) and arg[0..16)
+// (either may be NULL)
 static inline void vpool4(const vf* win, float* m, uint8_t* arg, i64 n) {
     vf best = win[0];
     __m512i a = _mm512_setzero_si512();
@@ -52,8 +53,8 @@ static inline void vpool4(const vf* win, float* m, uint8_t* arg, i64 n) {
         best = _mm512_mask_mov_ps(best, take, v);
         a = _mm512_mask_mov_epi32(a, take, _mm512_set1_epi32(q));
     }
-    vstore_n(m, best, n);
-    _mm_storeu_si128((__m128i*)arg, _mm512_cvtepi32_epi8(a));
+    if (m) vstore_n(m, best, n);
+    if (arg) _mm_storeu_si128((__m128i*)arg, _mm512_cvtepi32_epi8(a));
 }
 #else
 struct vf {
@@ -91,8 +92,8 @@ static inline void vpool4(const vf* win, float* m, uint8_t* arg, i64 n) {
                 a = q;
             }
         }
-        if (i < n) m[i] = best;
-        arg[i] = a;
+        if (m && i < n) m[i] = best;
+        if (arg) arg[i] = a;
     }
 }
 #endif
@@ -227,7 +228,8 @@ struct Sample {
 };
 
 // Forward of output channels [o0, o0 + 16·NC): the four convolution outputs of every pooling
-// window accumulate in registers from the window's nonzero inputs, then are pooled.
+// window accumulate in registers from the window's nonzero inputs, then are pooled (outn or
+// argn NULL: not stored).
 template <int NC>
 static void forward_channels(const Sample& s, const float* wext, const float* bias, i64 o0,
                              float* outn, uint8_t* argn) {
@@ -256,8 +258,8 @@ static void forward_channels(const Sample& s, const float* wext, const float* bi
             const i64 p = py * g.PW + px;
             for (int j = 0; j < NC; ++j) {
                 const vf win[4] = {acc[0][j], acc[1][j], acc[2][j], acc[3][j]};
-                vpool4(win, outn + p * g.O + o0 + j * L, argn + p * OP + o0 + j * L,
-                       g.O - o0 - j * L);
+                vpool4(win, outn ? outn + p * g.O + o0 + j * L : NULL,
+                       argn ? argn + p * OP + o0 + j * L : NULL, g.O - o0 - j * L);
             }
         }
     }
@@ -303,6 +305,17 @@ static void weight_grad_channels(const Sample& s, const float* gpad, const uint8
     }
 }
 
+static void forward_sample(const Sample& s, const float* wext, const float* bias, float* outn,
+                           uint8_t* argn) {
+    const i64 OP = s.g.OP;
+    for (i64 o0 = 0; o0 < OP; o0 += 2 * L) {
+        if (OP - o0 >= 2 * L)
+            forward_channels<2>(s, wext, bias, o0, outn, argn);
+        else
+            forward_channels<1>(s, wext, bias, o0, outn, argn);
+    }
+}
+
 struct Scratch {
     Entry* entries;
     i64* start;
@@ -319,14 +332,15 @@ struct Scratch {
 };
 
 // out [N, PH, PW, O] = maxpool2(conv(x) + bias), arg [N, PH, PW, OP] = winner (0..3, row-major
-// in the window). wext [C, KE, KE, OP]: the weight with output channels last and a zero border.
+// in the window; NULL: not kept). wext [C, KE, KE, OP]: the weight with output channels last and
+// a zero border.
 extern "C" void scp_forward(const float* x, i64 N, i64 C, i64 H, i64 W, int channels_last,
                             const float* wext, const float* bias, i64 O, i64 OP, i64 K, i64 pad,
                             float* out, uint8_t* arg, int nthreads) {
     const Geometry g = geometry(C, H, W, O, OP, K, pad, channels_last);
     const i64 P = g.PH * g.PW;
     advise_huge(out, N * P * O * (i64)sizeof(float));
-    advise_huge(arg, N * P * OP);
+    if (arg) advise_huge(arg, N * P * OP);
 #pragma omp parallel num_threads(team(N, nthreads))
     {
         Scratch scratch(g);
@@ -334,12 +348,7 @@ extern "C" void scp_forward(const float* x, i64 N, i64 C, i64 H, i64 W, int chan
 #pragma omp for schedule(static)
         for (i64 n = 0; n < N; ++n) {
             s.scan(x + n * C * H * W);
-            for (i64 o0 = 0; o0 < OP; o0 += 2 * L) {
-                if (OP - o0 >= 2 * L)
-                    forward_channels<2>(s, wext, bias, o0, out + n * P * O, arg + n * P * OP);
-                else
-                    forward_channels<1>(s, wext, bias, o0, out + n * P * O, arg + n * P * OP);
-            }
+            forward_sample(s, wext, bias, out + n * P * O, arg ? arg + n * P * OP : NULL);
         }
     }
 }
@@ -429,7 +438,68 @@ static void input_grad(const Geometry& g, const float* gn, const uint8_t* an, co
                sizeof(float) * g.W * C);
 }
 
-// Gradients of scp_forward from g = dL/d(out) [N, PH, PW, O]:
+// Per-thread working memory of one layer: the nonzero map of the current sample, its pooled
+// gradient padded to OP lanes, recomputed winners, and the input-gradient buffers.
+struct Layer {
+    Geometry g;
+    Scratch scratch;
+    Sample s;
+    float* gpad;       // [P, OP]
+    uint8_t* winners;  // [P, OP]
+    int* list;         // [4, O]
+    float* gval;       // [4, O]
+    float* gxbuf;      // [HP, WP, C] + RP
+    explicit Layer(const Geometry& geo, i64 RP)
+        : g(geo), scratch(g), s{g, scratch.entries, scratch.start, scratch.bits},
+          gpad(alloc_floats(g.PH * g.PW * g.OP)),
+          winners((uint8_t*)malloc(g.PH * g.PW * g.OP + L)),
+          list((int*)malloc(sizeof(int) * 4 * g.O)),
+          gval((float*)malloc(sizeof(float) * 4 * g.O)),
+          gxbuf(alloc_floats(g.HP * g.WP * g.C + RP)) {}
+    ~Layer() {
+        free(gpad);
+        free(winners);
+        free(list);
+        free(gval);
+        free(gxbuf);
+    }
+    Layer(const Layer&) = delete;
+    Layer& operator=(const Layer&) = delete;
+
+    // Backward of one sample from its pooled gradient gn [P, O] and winners an [P, OP]: adds to
+    // gb [OP] and (gw non-NULL; s scanned) gwext [C, KE, KE, OP]; writes gxn [H, W, C] when
+    // non-NULL (wrow [O, K, RP]).
+    void backward(const float* gn, const uint8_t* an, float* gw, float* gb, const float* wrow,
+                  i64 RP, float* gxn) {
+        const i64 P = g.PH * g.PW, O = g.O, OP = g.OP;
+        for (i64 p = 0; p < P; ++p) {
+            for (i64 o = 0; o < OP; o += L) {
+                const vf v = vload_n(gn + p * O + o, O - o);
+                vstore(gpad + p * OP + o, v);
+                vstore(gb + o, vadd(vload(gb + o), v));
+            }
+        }
+        if (gw) {
+            for (i64 o0 = 0; o0 < OP; o0 += 2 * L) {
+                if (OP - o0 >= 2 * L)
+                    weight_grad_channels<2>(s, gpad, an, o0, gw);
+                else
+                    weight_grad_channels<1>(s, gpad, an, o0, gw);
+            }
+        }
+        if (gxn) input_grad(g, gn, an, wrow, RP, gxbuf, list, gval, gxn);
+    }
+};
+
+static int thread_id() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+// Gradients of scp_forward from g = dL/d(out) [N, PH, PW, O] and its winners arg:
 //   gw_parts [nthreads, C, KE, KE, OP] and gb_parts [nthreads, OP] (zeroed by the caller, summed
 //   over threads and stripped of the zero border by the caller); gw_parts NULL skips the weight
 //   gradient.
@@ -443,44 +513,131 @@ extern "C" void scp_backward(const float* x, i64 N, i64 C, i64 H, i64 W, int cha
     if (gx) advise_huge(gx, N * H * W * C * (i64)sizeof(float));
 #pragma omp parallel num_threads(team(N, nthreads))
     {
-#ifdef _OPENMP
-        const int tid = omp_get_thread_num();
-#else
-        const int tid = 0;
-#endif
+        const int tid = thread_id();
         float* gw = gw_parts ? gw_parts + (i64)tid * C * g.KE * g.KE * OP : NULL;
-        float* gb = gb_parts + (i64)tid * OP;
-        float* gxbuf = gx ? alloc_floats(g.HP * g.WP * C + RP) : NULL;
-        int* list = (int*)malloc(sizeof(int) * 4 * O);
-        float* gval = (float*)malloc(sizeof(float) * 4 * O);
-        float* gpad = alloc_floats(P * OP);
-        Scratch scratch(g);
-        Sample s = {g, scratch.entries, scratch.start, scratch.bits};
+        Layer layer(g, RP);
 #pragma omp for schedule(static)
         for (i64 n = 0; n < N; ++n) {
-            const float* gn = gout + n * P * O;
-            const uint8_t* an = arg + n * P * OP;
-            for (i64 p = 0; p < P; ++p) {
-                for (i64 o = 0; o < OP; o += L) {
-                    const vf v = vload_n(gn + p * O + o, O - o);
-                    vstore(gpad + p * OP + o, v);
-                    vstore(gb + o, vadd(vload(gb + o), v));
-                }
-            }
-            if (gw) {
-                s.scan(x + n * C * H * W);
-                for (i64 o0 = 0; o0 < OP; o0 += 2 * L) {
-                    if (OP - o0 >= 2 * L)
-                        weight_grad_channels<2>(s, gpad, an, o0, gw);
-                    else
-                        weight_grad_channels<1>(s, gpad, an, o0, gw);
-                }
-            }
-            if (gx) input_grad(g, gn, an, wrow, RP, gxbuf, list, gval, gx + n * H * W * C);
+            if (gw) layer.s.scan(x + n * C * H * W);
+            layer.backward(gout + n * P * O, arg + n * P * OP, gw, gb_parts + (i64)tid * OP,
+                           wrow, RP, gx ? gx + n * H * W * C : NULL);
         }
-        free(gxbuf);
-        free(list);
-        free(gval);
-        free(gpad);
+    }
+}
+
+// ---- Conv-MaxPool → Leaky → Conv-MaxPool as one pass per sample (N-MNIST's hidden blocks) ----
+//
+// Per batch element b, time steps in order: layer 1 from the events x1[t, b] (NCHW) gives the
+// pooled X1 [P1, O1] in a local buffer; the Leaky step (snnTorch, DESIGN §3; the operation order
+// of cpu_kernels.cpp's leaky_forward) turns it into the membrane U1 (kept for backward) and the
+// spikes S1 = Θ(U1 − thr), which layer 2 reads channels-last. Only U1 and layer 2's output reach
+// memory; backward recomputes S1 from U1 and every pooling winner from the inputs.
+
+// u0 [B, M] (M = PH1·PW1·O1, channels-last) is U1[−1]; u1 [T, B, M] and x2 [T, B, PH2, PW2, O2]
+// are written.
+extern "C" void block_forward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i64 W1,
+                              const float* wext1, const float* bias1, i64 O1, i64 OP1, i64 K1,
+                              i64 pad1, const float* u0, float beta, float thr, int reset_zero,
+                              const float* wext2, const float* bias2, i64 O2, i64 OP2, i64 K2,
+                              i64 pad2, float* u1, float* x2, int nthreads) {
+    const Geometry g1 = geometry(C1, H1, W1, O1, OP1, K1, pad1, 0);
+    const Geometry g2 = geometry(O1, g1.PH, g1.PW, O2, OP2, K2, pad2, 1);
+    const i64 M = g1.PH * g1.PW * O1, P2 = g2.PH * g2.PW;
+    advise_huge(u1, T * B * M * (i64)sizeof(float));
+    advise_huge(x2, T * B * P2 * O2 * (i64)sizeof(float));
+#pragma omp parallel num_threads(team(B, nthreads))
+    {
+        Layer l1(g1, L), l2(g2, L);
+        float* u = alloc_floats(M);
+        float* xt = alloc_floats(M);
+        float* st = alloc_floats(M);
+#pragma omp for schedule(static)
+        for (i64 b = 0; b < B; ++b) {
+            memcpy(u, u0 + b * M, sizeof(float) * M);
+            for (i64 t = 0; t < T; ++t) {
+                const i64 n = t * B + b;
+                l1.s.scan(x1 + n * C1 * H1 * W1);
+                forward_sample(l1.s, wext1, bias1, xt, NULL);
+                float* ut = u1 + n * M;
+                for (i64 i = 0; i < M; ++i) {
+                    const float r = (u[i] - thr > 0.0f) ? 1.0f : 0.0f;
+                    const float un = reset_zero ? beta * (1.0f - r) * u[i] + xt[i]
+                                                : beta * u[i] + xt[i] - r * thr;
+                    st[i] = (un - thr > 0.0f) ? 1.0f : 0.0f;
+                    ut[i] = un;
+                    u[i] = un;
+                }
+                l2.s.scan(st);
+                forward_sample(l2.s, wext2, bias2, x2 + n * P2 * O2, NULL);
+            }
+        }
+        free(u);
+        free(xt);
+        free(st);
+    }
+}
+
+// Backward of block_forward from gout2 = dL/dX2 [T, B, P2, O2] and g_last = dL/dU1[T − 1] [B, M]
+// (NULL: none). Per b in reverse time: layer 2's winners (recomputed from S1 = Θ(U1 − thr)) route
+// gout2 to dL/dS1 and to layer 2's weight; the Leaky step carries dL/dU1 back in time
+// (leaky_backward's operation order); layer 1's winners route dL/dX1 = dL/dU1 to its weight.
+// The surrogate is ATan: dS/dU = c1 / (1 + (c2·(U − thr))²). gw*_parts [nthreads, C, KE, KE, OP]
+// and gb*_parts [nthreads, OP] zeroed by the caller; gu0 [B, M] (NULL: not needed) receives
+// dL/dU1[−1].
+extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i64 W1,
+                               const float* wext1, const float* bias1, i64 O1, i64 OP1, i64 K1,
+                               i64 pad1, const float* u0, float beta, float thr, int reset_zero,
+                               float c1, float c2, const float* wext2, const float* bias2,
+                               const float* wrow2, i64 RP2, i64 O2, i64 OP2, i64 K2, i64 pad2,
+                               const float* u1, const float* gout2, const float* g_last,
+                               float* gw1_parts, float* gb1_parts, float* gw2_parts,
+                               float* gb2_parts, float* gu0, int nthreads) {
+    const Geometry g1 = geometry(C1, H1, W1, O1, OP1, K1, pad1, 0);
+    const Geometry g2 = geometry(O1, g1.PH, g1.PW, O2, OP2, K2, pad2, 1);
+    const i64 M = g1.PH * g1.PW * O1, P2 = g2.PH * g2.PW;
+#pragma omp parallel num_threads(team(B, nthreads))
+    {
+        const int tid = thread_id();
+        float* gw1 = gw1_parts + (i64)tid * C1 * g1.KE * g1.KE * OP1;
+        float* gw2 = gw2_parts + (i64)tid * O1 * g2.KE * g2.KE * OP2;
+        float* gb1 = gb1_parts + (i64)tid * OP1;
+        float* gb2 = gb2_parts + (i64)tid * OP2;
+        Layer l1(g1, L), l2(g2, RP2);
+        float* carry = alloc_floats(M);
+        float* st = alloc_floats(M);
+        float* gs = alloc_floats(M);
+        float* gx = alloc_floats(M);
+#pragma omp for schedule(static)
+        for (i64 b = 0; b < B; ++b) {
+            if (g_last)
+                memcpy(carry, g_last + b * M, sizeof(float) * M);
+            else
+                memset(carry, 0, sizeof(float) * M);
+            for (i64 t = T - 1; t >= 0; --t) {
+                const i64 n = t * B + b;
+                const float* ut = u1 + n * M;
+                const float* uprev = t > 0 ? u1 + (n - B) * M : u0 + b * M;
+                for (i64 i = 0; i < M; ++i) st[i] = (ut[i] - thr > 0.0f) ? 1.0f : 0.0f;
+                l2.s.scan(st);
+                forward_sample(l2.s, wext2, bias2, NULL, l2.winners);
+                l2.backward(gout2 + n * P2 * O2, l2.winners, gw2, gb2, wrow2, RP2, gs);
+                for (i64 i = 0; i < M; ++i) {
+                    const float z = c2 * (ut[i] - thr);
+                    const float sg = (1.0f / (1.0f + z * z)) * c1;
+                    const float g = gs[i] * sg + carry[i];
+                    gx[i] = g;
+                    const float keep = reset_zero ? ((uprev[i] - thr > 0.0f) ? 0.0f : 1.0f) : 1.0f;
+                    carry[i] = g * beta * keep;
+                }
+                l1.s.scan(x1 + n * C1 * H1 * W1);
+                forward_sample(l1.s, wext1, bias1, NULL, l1.winners);
+                l1.backward(gx, l1.winners, gw1, gb1, NULL, 0, NULL);
+            }
+            if (gu0) memcpy(gu0 + b * M, carry, sizeof(float) * M);
+        }
+        free(carry);
+        free(st);
+        free(gs);
+        free(gx);
     }
 }
