@@ -9,6 +9,8 @@ from torch import nn
 from spikeforge import functional as SF
 from spikeforge import models
 from spikeforge.kernels import sparse
+from spikeforge.neuron import Leaky
+from spikeforge.surrogate import ATan
 
 pytestmark = pytest.mark.skipif(sparse.library() is None,
                                 reason="the sparse kernels cannot be compiled here")
@@ -98,6 +100,36 @@ def test_all_zero_input_gives_bias_and_first_position_gradients():
     torch.testing.assert_close(gx[0], want.expand(2, 2, 8, 8), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_fused_block_equals_layers_with_state_gradients(reset):
+    """conv_pool_leaky_conv_pool against Conv → MaxPool → Leaky (reference loop) → Conv →
+    MaxPool, from a membrane that needs a gradient, with a loss on the final membrane too."""
+    torch.manual_seed(1)
+    conv1, conv2, pool = nn.Conv2d(2, 12, 5), nn.Conv2d(12, 32, 5), nn.MaxPool2d(2)
+    with torch.no_grad():
+        conv1.weight.mul_(4)
+    frames = _events((7, 3, 2, 34, 34), 0.05, seed=9)
+    u0 = (torch.rand(3, 12, 15, 15) * 1.5).requires_grad_()
+    neuron = Leaky(0.7, threshold=0.9, reset=reset, surrogate=ATan(3.0), backend="reference")
+    neuron.v = u0
+    spikes = neuron(_dense(frames, conv1).permute(0, 1, 4, 2, 3))
+    assert 0.02 < spikes.mean() < 0.6
+    want = _dense(spikes, conv2)
+    want_last = neuron.v.permute(0, 2, 3, 1)
+    got, got_last = sparse.conv_pool_leaky_conv_pool(
+        frames, conv1, pool, conv2, pool, u0.permute(0, 2, 3, 1), 0.7, 0.9, reset == "zero",
+        ATan(3.0))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_last, want_last, rtol=1e-5, atol=1e-5)
+    gen = torch.Generator().manual_seed(2)
+    g, h = torch.randn(want.shape, generator=gen), torch.randn(want_last.shape, generator=gen)
+    params = [conv1.weight, conv1.bias, conv2.weight, conv2.bias, u0]
+    ref = torch.autograd.grad((want * g).sum() + (want_last * h).sum(), params)
+    out = torch.autograd.grad((got * g).sum() + (got_last * h).sum(), params)
+    for a, b in zip(out, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+
+
 def _firing_net():
     torch.manual_seed(0)
     net = models.build("nmnist-csnn")
@@ -116,8 +148,10 @@ def _run(net, frames, dense):
     return spikes, mem, [p.grad.clone() for p in net.parameters()]
 
 
-def test_nmnist_model_sparse_path_equals_dense_layers():
+@pytest.mark.parametrize("fused", [True, False])
+def test_nmnist_model_sparse_path_equals_dense_layers(fused):
     net = _firing_net()
+    net.net[2].record = not fused  # recording runs the blocks layer by layer
     frames = _events((16, 3, 2, 34, 34), 0.05, seed=1)
     assert sparse.conv_pool(frames, net.net[0].module, net.net[1].module) is not None
     hidden = net.net[:3](frames)

@@ -23,6 +23,7 @@ not apply, so callers fall back to their dense layers.
 from __future__ import annotations
 
 import ctypes
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -160,6 +161,15 @@ def _sparse_enough(x_seq: Tensor, max_density: float) -> bool:
     return torch.count_nonzero(sample).item() <= max_density * sample.numel()
 
 
+def _applies(x_seq: Tensor, conv: nn.Module, pool: nn.Module, channels_last: bool) -> bool:
+    return (x_seq.device.type == "cpu" and x_seq.dtype == torch.float32 and x_seq.dim() == 5
+            and not torch.is_autocast_enabled("cpu") and _fits(conv, pool)
+            and conv.weight.dtype == torch.float32 and conv.weight.device.type == "cpu"
+            and x_seq.shape[-1 if channels_last else 2] == conv.in_channels
+            and x_seq.shape[-2 if channels_last else -1] + 2 * conv.padding[0] <= MAX_WIDTH
+            and x_seq.shape[0] * x_seq.shape[1] > 0)
+
+
 def conv_pool(x_seq: Tensor, conv: nn.Module, pool: nn.Module, channels_last: bool = False,
               max_density: float = MAX_DENSITY) -> Tensor | None:
     """``pool(conv(x))`` over ``x_seq`` ([T, B, C, H, W], or [T, B, H, W, C] with
@@ -168,12 +178,7 @@ def conv_pool(x_seq: Tensor, conv: nn.Module, pool: nn.Module, channels_last: bo
     on, more than ``max_density`` of the inputs nonzero, other layer settings, or no compiled
     kernels). ``max_density=1`` skips the density estimate (binary spike maps with many output
     channels: the kernels cost about what the dense layers cost even on dense input)."""
-    if (x_seq.device.type != "cpu" or x_seq.dtype != torch.float32 or x_seq.dim() != 5
-            or torch.is_autocast_enabled("cpu") or not _fits(conv, pool)
-            or conv.weight.dtype != torch.float32 or conv.weight.device.type != "cpu"
-            or x_seq.shape[-1 if channels_last else 2] != conv.in_channels
-            or x_seq.shape[-2 if channels_last else -1] + 2 * conv.padding[0] > MAX_WIDTH
-            or x_seq.shape[0] * x_seq.shape[1] == 0):
+    if not _applies(x_seq, conv, pool, channels_last):
         return None
     if (max_density < 1 and not _sparse_enough(x_seq, max_density)) or library() is None:
         return None
@@ -183,3 +188,90 @@ def conv_pool(x_seq: Tensor, conv: nn.Module, pool: nn.Module, channels_last: bo
     keep = torch.is_grad_enabled() and any(p.requires_grad for p in (x, *params))
     out = _ConvPool.apply(x, conv.weight, conv.bias, conv.padding[0], channels_last, keep)
     return out.reshape(t, b, *out.shape[1:])
+
+
+class _Block(torch.autograd.Function):
+    """Conv-MaxPool → Leaky → Conv-MaxPool in one pass (``block_forward``): frames
+    [T, B, C, H, W] → (X2 [T, B, H2, W2, O2], U1[T − 1] [B, H1, W1, O1]), channels-last."""
+
+    @staticmethod
+    def forward(ctx, frames, w1, b1, u0, w2, b2, leaky, pads):
+        t, b, c, h, w = frames.shape
+        (o1, _, k1, _), (o2, _, k2, _) = w1.shape, w2.shape
+        (pad1, pad2), (beta, thr, reset_zero, _, _) = pads, leaky
+        wext1, bp1 = _forward_weights(w1, b1)
+        wext2, bp2 = _forward_weights(w2, b2)
+        h1, w1_ = (h + 2 * pad1 - k1 + 1) // 2, (w + 2 * pad1 - k1 + 1) // 2
+        h2, w2_ = (h1 + 2 * pad2 - k2 + 1) // 2, (w1_ + 2 * pad2 - k2 + 1) // 2
+        u1 = torch.empty(t, b, h1, w1_, o1)
+        x2 = torch.empty(t, b, h2, w2_, o2)
+        library().block_forward(frames.data_ptr(), t, b, c, h, w, wext1.data_ptr(), bp1.data_ptr(),
+                                o1, _pad16(o1), k1, pad1, u0.data_ptr(), beta, thr,
+                                int(reset_zero), wext2.data_ptr(), bp2.data_ptr(), o2, _pad16(o2),
+                                k2, pad2, u1.data_ptr(), x2.data_ptr(), torch.get_num_threads())
+        ctx.save_for_backward(frames, w1, b1, u0, w2, b2, u1)
+        ctx.args = (leaky, pads, x2.shape)
+        return x2, u1[-1].clone()
+
+    @staticmethod
+    def backward(ctx, g2, g_last):
+        frames, w1, b1, u0, w2, b2, u1 = ctx.saved_tensors
+        (beta, thr, reset_zero, c1, c2), (pad1, pad2), x2_shape = ctx.args
+        t, b, c, h, w = frames.shape
+        (o1, _, k1, _), (o2, _, k2, _) = w1.shape, w2.shape
+        op1, op2, rp2 = _pad16(o1), _pad16(o2), _pad16(k2 * o1)
+        wext1, bp1 = _forward_weights(w1, b1)
+        wext2, bp2 = _forward_weights(w2, b2)
+        wrow2 = torch.zeros(o2, k2, rp2)
+        wrow2[..., :k2 * o1] = w2.detach().permute(0, 2, 3, 1).reshape(o2, k2, k2 * o1)
+        threads = torch.get_num_threads()
+        gw1 = torch.zeros(threads, c, k1 + 2, k1 + 2, op1)
+        gw2 = torch.zeros(threads, o1, k2 + 2, k2 + 2, op2)
+        gb1, gb2 = torch.zeros(threads, op1), torch.zeros(threads, op2)
+        gu0 = torch.empty_like(u0) if ctx.needs_input_grad[3] else None
+        g2 = torch.zeros(x2_shape) if g2 is None else g2.float().contiguous()
+        if g_last is not None:
+            g_last = g_last.float().contiguous()
+        library().block_backward(
+            frames.data_ptr(), t, b, c, h, w, wext1.data_ptr(), bp1.data_ptr(), o1, op1, k1, pad1,
+            u0.data_ptr(), beta, thr, int(reset_zero), c1, c2, wext2.data_ptr(), bp2.data_ptr(),
+            wrow2.data_ptr(), rp2, o2, op2, k2, pad2, u1.data_ptr(), g2.data_ptr(), _ptr(g_last),
+            gw1.data_ptr(), gb1.data_ptr(), gw2.data_ptr(), gb2.data_ptr(), _ptr(gu0), threads)
+
+        def weight(parts, o):
+            return parts.sum(0)[:, 1:-1, 1:-1, :o].permute(3, 0, 1, 2).contiguous()
+
+        return (None, weight(gw1, o1), gb1.sum(0)[:o1] if b1 is not None else None, gu0,
+                weight(gw2, o2), gb2.sum(0)[:o2] if b2 is not None else None, None, None)
+
+
+def conv_pool_leaky_conv_pool(
+    frames: Tensor, conv1: nn.Module, pool1: nn.Module, conv2: nn.Module, pool2: nn.Module,
+    u0: Tensor | None, beta: float, threshold: float, reset_zero: bool, surrogate,
+) -> tuple[Tensor, Tensor] | None:
+    """Conv1 → MaxPool2 → Leaky (snnTorch; from membrane ``u0`` [B, H1, W1, O1] channels-last,
+    None for rest) → Conv2 → MaxPool2 over sparse event ``frames`` [T, B, C, H, W], as one pass
+    per sample that keeps only the membrane and the output in memory: returns (X2
+    [T, B, H2, W2, O2], U1[T − 1] [B, H1, W1, O1]), both channels-last and differentiable
+    (w.r.t. the four conv parameters and ``u0``); or None where that does not apply (see
+    :func:`conv_pool`; also a surrogate other than ATan), so callers run the layers one by one.
+    The Leaky step follows the CPU neuron kernel's operation order: identical spikes."""
+    out1 = conv1.out_channels if isinstance(conv1, nn.Conv2d) else None
+    if (getattr(surrogate, "name", None) != "atan" or not isinstance(conv2, nn.Conv2d)
+            or conv2.in_channels != out1 or conv2.weight.dtype != torch.float32
+            or conv2.weight.device.type != "cpu" or not _fits(conv2, pool2)
+            or frames.requires_grad or frames.dim() != 5):
+        return None
+    k1, pad1 = conv1.kernel_size[0], conv1.padding[0]
+    width1 = (frames.shape[-1] + 2 * pad1 - k1 + 1) // 2
+    if width1 + 2 * conv2.padding[0] > MAX_WIDTH or not _applies(frames, conv1, pool1, False):
+        return None
+    if not _sparse_enough(frames, MAX_DENSITY) or library() is None:
+        return None
+    t, b, _, h, _ = frames.shape
+    shape1 = (b, (h + 2 * pad1 - k1 + 1) // 2, width1, out1)
+    u0 = torch.zeros(shape1) if u0 is None else u0.float().contiguous()
+    alpha = float(surrogate.param)
+    leaky = (float(beta), float(threshold), bool(reset_zero), alpha / 2, math.pi / 2 * alpha)
+    return _Block.apply(frames.contiguous(), conv1.weight, conv1.bias, u0, conv2.weight,
+                        conv2.bias, leaky, (pad1, conv2.padding[0]))
