@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from .encoding import poisson_linear
 from .kernels import sparse
+from .kernels.neuron_pool import lif_pool
 from .layer import SeqToBatch, seq
 from .neuron import IF, LIF, Leaky, RLeaky
 from .surrogate import ATan
@@ -54,7 +55,9 @@ class CSNN(nn.Module):
     """{Conv3x3(C)-BN-IF-MaxPool2}×2 → Linear(C·7·7, C·4·4)-IF → Linear(C·4·4, 10)-IF.
 
     SpikingJelly's convolutional MNIST/Fashion-MNIST net, no conv/linear bias. A static image is
-    the same input at every step, so the first Conv-BN runs once and is broadcast over T.
+    the same input at every step, so the first Conv-BN runs once and is broadcast over T. Each
+    IF-MaxPool pair runs as one kernel on the CPU (:func:`spikeforge.kernels.neuron_pool.lif_pool`,
+    the same spikes), so the full-resolution spikes are never stored.
     ``pool="avg"`` swaps both max pools for 2×2 average pools (exportable to NIR exactly).
     """
 
@@ -79,9 +82,13 @@ class CSNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 4:
-            h = self.stem(x)
-            return self.body(h.unsqueeze(0).expand(self.steps, *h.shape))
-        return self.body(SeqToBatch(self.stem)(x))
+            h, steps = self.stem(x), self.steps
+        else:
+            h, steps = SeqToBatch(self.stem)(x), None
+        body = self.body
+        h = lif_pool(body[0], body[1].module, h, steps)
+        h = lif_pool(body[4], body[5].module, body[3](body[2](h)))
+        return body[6:](h)
 
 
 class NmnistCSNN(nn.Module):
