@@ -100,10 +100,12 @@ def test_all_zero_input_gives_bias_and_first_position_gradients():
     torch.testing.assert_close(gx[0], want.expand(2, 2, 8, 8), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("reset", ["subtract", "zero"])
-def test_fused_block_equals_layers_with_state_gradients(reset):
+@pytest.mark.parametrize("reset, segment", [("subtract", 3), ("zero", 3), ("subtract", 16)])
+def test_fused_block_equals_layers_with_state_gradients(reset, segment, monkeypatch):
     """conv_pool_leaky_conv_pool against Conv → MaxPool → Leaky (reference loop) → Conv →
-    MaxPool, from a membrane that needs a gradient, with a loss on the final membrane too."""
+    MaxPool, from a membrane that needs a gradient, with a loss on the final membrane too; 7
+    steps in backward segments of 3, 3, 1 (or one of 7)."""
+    monkeypatch.setattr(sparse, "SEGMENT", segment)
     torch.manual_seed(1)
     conv1, conv2, pool = nn.Conv2d(2, 12, 5), nn.Conv2d(12, 32, 5), nn.MaxPool2d(2)
     with torch.no_grad():

@@ -38,6 +38,9 @@ MAX_DENSITY = 0.25
 MAX_KERNEL = 7
 #: Widest padded input row the kernels take (one 64-bit mask per row).
 MAX_WIDTH = 64
+#: Time steps between the membranes the fused block keeps for its backward (which recomputes the
+#: steps in between): memory T/SEGMENT of the full membrane, at one more layer-1 pass.
+SEGMENT = 16
 #: Time steps sampled to estimate the density of the input.
 DENSITY_SAMPLES = 16
 
@@ -46,9 +49,9 @@ _SIGNATURES = {
     "scp_forward": [_P, _I, _I, _I, _I, _C, _P, _P, _I, _I, _I, _I, _P, _P, _C],
     "scp_backward": [_P, _I, _I, _I, _I, _C, _P, _P, _I, _I, _I, _I, _P, _P, _P, _I, _P, _C],
     "block_forward": [_P, _I, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _P, _F, _F, _C, _P, _P, _I,
-                      _I, _I, _I, _P, _P, _C],
-    "block_backward": [_P, _I, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _P, _F, _F, _C, _F, _F, _P,
-                       _P, _P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _C],
+                      _I, _I, _I, _I, _P, _P, _P, _C],
+    "block_backward": [_P, _I, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _F, _F, _C, _F, _F, _P, _P,
+                       _P, _I, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _C],
 }
 
 
@@ -203,20 +206,22 @@ class _Block(torch.autograd.Function):
         wext2, bp2 = _forward_weights(w2, b2)
         h1, w1_ = (h + 2 * pad1 - k1 + 1) // 2, (w + 2 * pad1 - k1 + 1) // 2
         h2, w2_ = (h1 + 2 * pad2 - k2 + 1) // 2, (w1_ + 2 * pad2 - k2 + 1) // 2
-        u1 = torch.empty(t, b, h1, w1_, o1)
+        starts = torch.empty(-(-t // SEGMENT), b, h1, w1_, o1)
+        u_last = torch.empty(b, h1, w1_, o1)
         x2 = torch.empty(t, b, h2, w2_, o2)
         library().block_forward(frames.data_ptr(), t, b, c, h, w, wext1.data_ptr(), bp1.data_ptr(),
                                 o1, _pad16(o1), k1, pad1, u0.data_ptr(), beta, thr,
                                 int(reset_zero), wext2.data_ptr(), bp2.data_ptr(), o2, _pad16(o2),
-                                k2, pad2, u1.data_ptr(), x2.data_ptr(), torch.get_num_threads())
-        ctx.save_for_backward(frames, w1, b1, u0, w2, b2, u1)
-        ctx.args = (leaky, pads, x2.shape)
-        return x2, u1[-1].clone()
+                                k2, pad2, SEGMENT, starts.data_ptr(), u_last.data_ptr(),
+                                x2.data_ptr(), torch.get_num_threads())
+        ctx.save_for_backward(frames, w1, b1, w2, b2, starts)
+        ctx.args = (leaky, pads, x2.shape, u0.shape)
+        return x2, u_last
 
     @staticmethod
     def backward(ctx, g2, g_last):
-        frames, w1, b1, u0, w2, b2, u1 = ctx.saved_tensors
-        (beta, thr, reset_zero, c1, c2), (pad1, pad2), x2_shape = ctx.args
+        frames, w1, b1, w2, b2, starts = ctx.saved_tensors
+        (beta, thr, reset_zero, c1, c2), (pad1, pad2), x2_shape, u0_shape = ctx.args
         t, b, c, h, w = frames.shape
         (o1, _, k1, _), (o2, _, k2, _) = w1.shape, w2.shape
         op1, op2, rp2 = _pad16(o1), _pad16(o2), _pad16(k2 * o1)
@@ -228,14 +233,14 @@ class _Block(torch.autograd.Function):
         gw1 = torch.zeros(threads, c, k1 + 2, k1 + 2, op1)
         gw2 = torch.zeros(threads, o1, k2 + 2, k2 + 2, op2)
         gb1, gb2 = torch.zeros(threads, op1), torch.zeros(threads, op2)
-        gu0 = torch.empty_like(u0) if ctx.needs_input_grad[3] else None
+        gu0 = torch.empty(u0_shape) if ctx.needs_input_grad[3] else None
         g2 = torch.zeros(x2_shape) if g2 is None else g2.float().contiguous()
         if g_last is not None:
             g_last = g_last.float().contiguous()
         library().block_backward(
             frames.data_ptr(), t, b, c, h, w, wext1.data_ptr(), bp1.data_ptr(), o1, op1, k1, pad1,
-            u0.data_ptr(), beta, thr, int(reset_zero), c1, c2, wext2.data_ptr(), bp2.data_ptr(),
-            wrow2.data_ptr(), rp2, o2, op2, k2, pad2, u1.data_ptr(), g2.data_ptr(), _ptr(g_last),
+            beta, thr, int(reset_zero), c1, c2, wext2.data_ptr(), bp2.data_ptr(), wrow2.data_ptr(),
+            rp2, o2, op2, k2, pad2, SEGMENT, starts.data_ptr(), g2.data_ptr(), _ptr(g_last),
             gw1.data_ptr(), gb1.data_ptr(), gw2.data_ptr(), gb2.data_ptr(), _ptr(gu0), threads)
 
         def weight(parts, o):

@@ -529,21 +529,34 @@ extern "C" void scp_backward(const float* x, i64 N, i64 C, i64 H, i64 W, int cha
 //
 // Per batch element b, time steps in order: layer 1 from the events x1[t, b] (NCHW) gives the
 // pooled X1 [P1, O1] in a local buffer; the Leaky step (snnTorch, DESIGN §3; the operation order
-// of cpu_kernels.cpp's leaky_forward) turns it into the membrane U1 (kept for backward) and the
-// spikes S1 = Θ(U1 − thr), which layer 2 reads channels-last. Only U1 and layer 2's output reach
-// memory; backward recomputes S1 from U1 and every pooling winner from the inputs.
+// of cpu_kernels.cpp's leaky_forward) turns it into the membrane U1 and the spikes
+// S1 = Θ(U1 − thr), which layer 2 reads channels-last. Only layer 2's output and the membrane at
+// the start of every segment of `seg` steps reach memory; backward recomputes a segment's
+// membranes (and layer 1's winners) forward into a small local buffer, then walks it in reverse,
+// recomputing S1 and layer 2's winners from them.
 
-// u0 [B, M] (M = PH1·PW1·O1, channels-last) is U1[−1]; u1 [T, B, M] and x2 [T, B, PH2, PW2, O2]
-// are written.
+// One Leaky step over M neurons: u ← U[t] from U[t−1] = u and input x; spikes to s (may be NULL).
+static inline void leaky_step(float* u, const float* x, float* s, i64 M, float beta, float thr,
+                              int reset_zero) {
+    for (i64 i = 0; i < M; ++i) {
+        const float r = (u[i] - thr > 0.0f) ? 1.0f : 0.0f;
+        const float un = reset_zero ? beta * (1.0f - r) * u[i] + x[i] : beta * u[i] + x[i] - r * thr;
+        if (s) s[i] = (un - thr > 0.0f) ? 1.0f : 0.0f;
+        u[i] = un;
+    }
+}
+
+// u0 [B, M] (M = PH1·PW1·O1, channels-last) is U1[−1]. Writes x2 [T, B, PH2, PW2, O2], the
+// segment starts ck [ceil(T / seg), B, M] (U1[j·seg − 1]) and u_last [B, M] (U1[T − 1]).
 extern "C" void block_forward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i64 W1,
                               const float* wext1, const float* bias1, i64 O1, i64 OP1, i64 K1,
                               i64 pad1, const float* u0, float beta, float thr, int reset_zero,
                               const float* wext2, const float* bias2, i64 O2, i64 OP2, i64 K2,
-                              i64 pad2, float* u1, float* x2, int nthreads) {
+                              i64 pad2, i64 seg, float* ck, float* u_last, float* x2,
+                              int nthreads) {
     const Geometry g1 = geometry(C1, H1, W1, O1, OP1, K1, pad1, 0);
     const Geometry g2 = geometry(O1, g1.PH, g1.PW, O2, OP2, K2, pad2, 1);
     const i64 M = g1.PH * g1.PW * O1, P2 = g2.PH * g2.PW;
-    advise_huge(u1, T * B * M * (i64)sizeof(float));
     advise_huge(x2, T * B * P2 * O2 * (i64)sizeof(float));
 #pragma omp parallel num_threads(team(B, nthreads))
     {
@@ -556,20 +569,14 @@ extern "C" void block_forward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i64
             memcpy(u, u0 + b * M, sizeof(float) * M);
             for (i64 t = 0; t < T; ++t) {
                 const i64 n = t * B + b;
+                if (t % seg == 0) memcpy(ck + (t / seg * B + b) * M, u, sizeof(float) * M);
                 l1.s.scan(x1 + n * C1 * H1 * W1);
                 forward_sample(l1.s, wext1, bias1, xt, NULL);
-                float* ut = u1 + n * M;
-                for (i64 i = 0; i < M; ++i) {
-                    const float r = (u[i] - thr > 0.0f) ? 1.0f : 0.0f;
-                    const float un = reset_zero ? beta * (1.0f - r) * u[i] + xt[i]
-                                                : beta * u[i] + xt[i] - r * thr;
-                    st[i] = (un - thr > 0.0f) ? 1.0f : 0.0f;
-                    ut[i] = un;
-                    u[i] = un;
-                }
+                leaky_step(u, xt, st, M, beta, thr, reset_zero);
                 l2.s.scan(st);
                 forward_sample(l2.s, wext2, bias2, x2 + n * P2 * O2, NULL);
             }
+            memcpy(u_last + b * M, u, sizeof(float) * M);
         }
         free(u);
         free(xt);
@@ -578,23 +585,23 @@ extern "C" void block_forward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i64
 }
 
 // Backward of block_forward from gout2 = dL/dX2 [T, B, P2, O2] and g_last = dL/dU1[T − 1] [B, M]
-// (NULL: none). Per b in reverse time: layer 2's winners (recomputed from S1 = Θ(U1 − thr)) route
-// gout2 to dL/dS1 and to layer 2's weight; the Leaky step carries dL/dU1 back in time
-// (leaky_backward's operation order); layer 1's winners route dL/dX1 = dL/dU1 to its weight.
-// The surrogate is ATan: dS/dU = c1 / (1 + (c2·(U − thr))²). gw*_parts [nthreads, C, KE, KE, OP]
-// and gb*_parts [nthreads, OP] zeroed by the caller; gu0 [B, M] (NULL: not needed) receives
-// dL/dU1[−1].
+// (NULL: none). Per b in reverse time: layer 2's winners route gout2 to dL/dS1 and to layer 2's
+// weight; the Leaky step carries dL/dU1 back in time (leaky_backward's operation order); layer
+// 1's winners route dL/dX1 = dL/dU1 to its weight. The surrogate is ATan:
+// dS/dU = c1 / (1 + (c2·(U − thr))²). gw*_parts [nthreads, C, KE, KE, OP] and gb*_parts
+// [nthreads, OP] zeroed by the caller; gu0 [B, M] (NULL: not needed) receives dL/dU1[−1].
 extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i64 W1,
                                const float* wext1, const float* bias1, i64 O1, i64 OP1, i64 K1,
-                               i64 pad1, const float* u0, float beta, float thr, int reset_zero,
-                               float c1, float c2, const float* wext2, const float* bias2,
+                               i64 pad1, float beta, float thr, int reset_zero, float c1,
+                               float c2, const float* wext2, const float* bias2,
                                const float* wrow2, i64 RP2, i64 O2, i64 OP2, i64 K2, i64 pad2,
-                               const float* u1, const float* gout2, const float* g_last,
+                               i64 seg, const float* ck, const float* gout2, const float* g_last,
                                float* gw1_parts, float* gb1_parts, float* gw2_parts,
                                float* gb2_parts, float* gu0, int nthreads) {
     const Geometry g1 = geometry(C1, H1, W1, O1, OP1, K1, pad1, 0);
     const Geometry g2 = geometry(O1, g1.PH, g1.PW, O2, OP2, K2, pad2, 1);
-    const i64 M = g1.PH * g1.PW * O1, P2 = g2.PH * g2.PW;
+    const i64 M = g1.PH * g1.PW * O1, P1 = g1.PH * g1.PW, P2 = g2.PH * g2.PW;
+    const i64 nseg = (T + seg - 1) / seg;
 #pragma omp parallel num_threads(team(B, nthreads))
     {
         const int tid = thread_id();
@@ -603,41 +610,56 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
         float* gb1 = gb1_parts + (i64)tid * OP1;
         float* gb2 = gb2_parts + (i64)tid * OP2;
         Layer l1(g1, L), l2(g2, RP2);
+        float* useg = alloc_floats((seg + 1) * M);  // U1[t0 − 1 .. t0 + seg − 1]
+        uint8_t* win1 = (uint8_t*)malloc(seg * P1 * OP1 + L);
         float* carry = alloc_floats(M);
+        float* xt = alloc_floats(M);
         float* st = alloc_floats(M);
         float* gs = alloc_floats(M);
-        float* gx = alloc_floats(M);
 #pragma omp for schedule(static)
         for (i64 b = 0; b < B; ++b) {
             if (g_last)
                 memcpy(carry, g_last + b * M, sizeof(float) * M);
             else
                 memset(carry, 0, sizeof(float) * M);
-            for (i64 t = T - 1; t >= 0; --t) {
-                const i64 n = t * B + b;
-                const float* ut = u1 + n * M;
-                const float* uprev = t > 0 ? u1 + (n - B) * M : u0 + b * M;
-                for (i64 i = 0; i < M; ++i) st[i] = (ut[i] - thr > 0.0f) ? 1.0f : 0.0f;
-                l2.s.scan(st);
-                forward_sample(l2.s, wext2, bias2, NULL, l2.winners);
-                l2.backward(gout2 + n * P2 * O2, l2.winners, gw2, gb2, wrow2, RP2, gs);
-                for (i64 i = 0; i < M; ++i) {
-                    const float z = c2 * (ut[i] - thr);
-                    const float sg = (1.0f / (1.0f + z * z)) * c1;
-                    const float g = gs[i] * sg + carry[i];
-                    gx[i] = g;
-                    const float keep = reset_zero ? ((uprev[i] - thr > 0.0f) ? 0.0f : 1.0f) : 1.0f;
-                    carry[i] = g * beta * keep;
+            for (i64 j = nseg - 1; j >= 0; --j) {
+                const i64 t0 = j * seg, t1 = (t0 + seg < T) ? t0 + seg : T;
+                memcpy(useg, ck + (j * B + b) * M, sizeof(float) * M);
+                for (i64 t = t0; t < t1; ++t) {
+                    float* u = useg + (t - t0 + 1) * M;
+                    memcpy(u, u - M, sizeof(float) * M);
+                    l1.s.scan(x1 + (t * B + b) * C1 * H1 * W1);
+                    forward_sample(l1.s, wext1, bias1, xt, win1 + (t - t0) * P1 * OP1);
+                    leaky_step(u, xt, NULL, M, beta, thr, reset_zero);
                 }
-                l1.s.scan(x1 + n * C1 * H1 * W1);
-                forward_sample(l1.s, wext1, bias1, NULL, l1.winners);
-                l1.backward(gx, l1.winners, gw1, gb1, NULL, 0, NULL);
+                for (i64 t = t1 - 1; t >= t0; --t) {
+                    const i64 n = t * B + b;
+                    const float* ut = useg + (t - t0 + 1) * M;
+                    const float* uprev = ut - M;
+                    for (i64 i = 0; i < M; ++i) st[i] = (ut[i] - thr > 0.0f) ? 1.0f : 0.0f;
+                    l2.s.scan(st);
+                    forward_sample(l2.s, wext2, bias2, NULL, l2.winners);
+                    l2.backward(gout2 + n * P2 * O2, l2.winners, gw2, gb2, wrow2, RP2, gs);
+                    for (i64 i = 0; i < M; ++i) {
+                        const float z = c2 * (ut[i] - thr);
+                        const float sg = (1.0f / (1.0f + z * z)) * c1;
+                        const float g = gs[i] * sg + carry[i];
+                        xt[i] = g;
+                        const float keep =
+                            reset_zero ? ((uprev[i] - thr > 0.0f) ? 0.0f : 1.0f) : 1.0f;
+                        carry[i] = g * beta * keep;
+                    }
+                    l1.s.scan(x1 + n * C1 * H1 * W1);
+                    l1.backward(xt, win1 + (t - t0) * P1 * OP1, gw1, gb1, NULL, 0, NULL);
+                }
             }
             if (gu0) memcpy(gu0 + b * M, carry, sizeof(float) * M);
         }
+        free(useg);
+        free(win1);
         free(carry);
+        free(xt);
         free(st);
         free(gs);
-        free(gx);
     }
 }
