@@ -171,22 +171,28 @@ struct Entry {
     float v;
 };
 
+static inline void fill(int32_t* p, i64 n, int32_t v) {
+    for (i64 k = 0; k < n; ++k) p[k] = v;
+}
+
 // One sample's nonzero inputs, row by row (padded rows), columns ascending: the entries of row R
 // with padded column ≥ j start at start[R·(WP+1) + j].
 struct Sample {
     const Geometry& g;
-    Entry* entries;  // [C·H·W]
-    i64* start;      // [HP·(WP+1)]
-    uint64_t* bits;  // [C]
+    Entry* entries;   // [C·H·W]
+    int32_t* start;   // [HP·(WP+1)]
+    uint64_t* bits;   // [C]
 
     void scan(const float* xn) {
         const i64 C = g.C, H = g.H, W = g.W, WP = g.WP, pad = g.pad, OP = g.OP, KE = g.KE;
-        i64 e = 0;
+        int32_t e = 0;
         for (i64 R = 0; R < g.HP; ++R) {
-            i64* st = start + R * (WP + 1);
+            int32_t* st = start + R * (WP + 1);
             i64 next = 0;
             auto open = [&](i64 col) {
-                while (next <= col) st[next++] = e;
+                if (col < next) return;
+                fill(st + next, col + 1 - next, e);
+                next = col + 1;
             };
             const i64 r = R - pad;
             if (r >= 0 && r < H) {
@@ -221,7 +227,7 @@ struct Sample {
 
     // Entries of padded row R with columns in [j0, j0 + K].
     inline void span(i64 R, i64 j0, i64* lo, i64* hi) const {
-        const i64* st = start + R * (g.WP + 1);
+        const int32_t* st = start + R * (g.WP + 1);
         *lo = st[j0];
         *hi = st[j0 + g.K + 1];
     }
@@ -316,14 +322,20 @@ static void forward_sample(const Sample& s, const float* wext, const float* bias
     }
 }
 
+// Room for the nonzero maps of `count` samples.
 struct Scratch {
+    i64 entry_size, start_size;
     Entry* entries;
-    i64* start;
+    int32_t* start;
     uint64_t* bits;
-    explicit Scratch(const Geometry& g)
-        : entries((Entry*)malloc(sizeof(Entry) * (g.C * g.H * g.W + 1))),
-          start((i64*)malloc(sizeof(i64) * g.HP * (g.WP + 1))),
+    explicit Scratch(const Geometry& g, i64 count = 1)
+        : entry_size(g.C * g.H * g.W + 1), start_size(g.HP * (g.WP + 1)),
+          entries((Entry*)malloc(sizeof(Entry) * entry_size * count)),
+          start((int32_t*)malloc(sizeof(int32_t) * start_size * count)),
           bits((uint64_t*)malloc(sizeof(uint64_t) * g.C)) {}
+    Sample sample(const Geometry& g, i64 k) const {
+        return {g, entries + k * entry_size, start + k * start_size, bits};
+    }
     ~Scratch() {
         free(entries);
         free(start);
@@ -344,7 +356,7 @@ extern "C" void scp_forward(const float* x, i64 N, i64 C, i64 H, i64 W, int chan
 #pragma omp parallel num_threads(team(N, nthreads))
     {
         Scratch scratch(g);
-        Sample s = {g, scratch.entries, scratch.start, scratch.bits};
+        Sample s = scratch.sample(g, 0);
 #pragma omp for schedule(static)
         for (i64 n = 0; n < N; ++n) {
             s.scan(x + n * C * H * W);
@@ -450,7 +462,7 @@ struct Layer {
     float* gval;       // [4, O]
     float* gxbuf;      // [HP, WP, C] + RP
     explicit Layer(const Geometry& geo, i64 RP)
-        : g(geo), scratch(g), s{g, scratch.entries, scratch.start, scratch.bits},
+        : g(geo), scratch(g), s(scratch.sample(g, 0)),
           gpad(alloc_floats(g.PH * g.PW * g.OP)),
           winners((uint8_t*)malloc(g.PH * g.PW * g.OP + L)),
           list((int*)malloc(sizeof(int) * 4 * g.O)),
@@ -467,10 +479,10 @@ struct Layer {
     Layer& operator=(const Layer&) = delete;
 
     // Backward of one sample from its pooled gradient gn [P, O] and winners an [P, OP]: adds to
-    // gb [OP] and (gw non-NULL; s scanned) gwext [C, KE, KE, OP]; writes gxn [H, W, C] when
-    // non-NULL (wrow [O, K, RP]).
-    void backward(const float* gn, const uint8_t* an, float* gw, float* gb, const float* wrow,
-                  i64 RP, float* gxn) {
+    // gb [OP] and (gw non-NULL; smp its nonzero map) gwext [C, KE, KE, OP]; writes gxn
+    // [H, W, C] when non-NULL (wrow [O, K, RP]).
+    void backward(const Sample& smp, const float* gn, const uint8_t* an, float* gw, float* gb,
+                  const float* wrow, i64 RP, float* gxn) {
         const i64 P = g.PH * g.PW, O = g.O, OP = g.OP;
         for (i64 p = 0; p < P; ++p) {
             for (i64 o = 0; o < OP; o += L) {
@@ -482,9 +494,9 @@ struct Layer {
         if (gw) {
             for (i64 o0 = 0; o0 < OP; o0 += 2 * L) {
                 if (OP - o0 >= 2 * L)
-                    weight_grad_channels<2>(s, gpad, an, o0, gw);
+                    weight_grad_channels<2>(smp, gpad, an, o0, gw);
                 else
-                    weight_grad_channels<1>(s, gpad, an, o0, gw);
+                    weight_grad_channels<1>(smp, gpad, an, o0, gw);
             }
         }
         if (gxn) input_grad(g, gn, an, wrow, RP, gxbuf, list, gval, gxn);
@@ -519,7 +531,7 @@ extern "C" void scp_backward(const float* x, i64 N, i64 C, i64 H, i64 W, int cha
 #pragma omp for schedule(static)
         for (i64 n = 0; n < N; ++n) {
             if (gw) layer.s.scan(x + n * C * H * W);
-            layer.backward(gout + n * P * O, arg + n * P * OP, gw, gb_parts + (i64)tid * OP,
+            layer.backward(layer.s, gout + n * P * O, arg + n * P * OP, gw, gb_parts + (i64)tid * OP,
                            wrow, RP, gx ? gx + n * H * W * C : NULL);
         }
     }
@@ -610,6 +622,7 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
         float* gb1 = gb1_parts + (i64)tid * OP1;
         float* gb2 = gb2_parts + (i64)tid * OP2;
         Layer l1(g1, L), l2(g2, RP2);
+        Scratch maps1(g1, seg);  // layer 1's nonzero maps of the segment's steps
         float* useg = alloc_floats((seg + 1) * M);  // U1[t0 − 1 .. t0 + seg − 1]
         uint8_t* win1 = (uint8_t*)malloc(seg * P1 * OP1 + L);
         float* carry = alloc_floats(M);
@@ -628,8 +641,9 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
                 for (i64 t = t0; t < t1; ++t) {
                     float* u = useg + (t - t0 + 1) * M;
                     memcpy(u, u - M, sizeof(float) * M);
-                    l1.s.scan(x1 + (t * B + b) * C1 * H1 * W1);
-                    forward_sample(l1.s, wext1, bias1, xt, win1 + (t - t0) * P1 * OP1);
+                    Sample s1 = maps1.sample(g1, t - t0);
+                    s1.scan(x1 + (t * B + b) * C1 * H1 * W1);
+                    forward_sample(s1, wext1, bias1, xt, win1 + (t - t0) * P1 * OP1);
                     leaky_step(u, xt, NULL, M, beta, thr, reset_zero);
                 }
                 for (i64 t = t1 - 1; t >= t0; --t) {
@@ -639,7 +653,7 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
                     for (i64 i = 0; i < M; ++i) st[i] = (ut[i] - thr > 0.0f) ? 1.0f : 0.0f;
                     l2.s.scan(st);
                     forward_sample(l2.s, wext2, bias2, NULL, l2.winners);
-                    l2.backward(gout2 + n * P2 * O2, l2.winners, gw2, gb2, wrow2, RP2, gs);
+                    l2.backward(l2.s, gout2 + n * P2 * O2, l2.winners, gw2, gb2, wrow2, RP2, gs);
                     for (i64 i = 0; i < M; ++i) {
                         const float z = c2 * (ut[i] - thr);
                         const float sg = (1.0f / (1.0f + z * z)) * c1;
@@ -649,8 +663,8 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
                             reset_zero ? ((uprev[i] - thr > 0.0f) ? 0.0f : 1.0f) : 1.0f;
                         carry[i] = g * beta * keep;
                     }
-                    l1.s.scan(x1 + n * C1 * H1 * W1);
-                    l1.backward(xt, win1 + (t - t0) * P1 * OP1, gw1, gb1, NULL, 0, NULL);
+                    l1.backward(maps1.sample(g1, t - t0), xt, win1 + (t - t0) * P1 * OP1, gw1, gb1,
+                                NULL, 0, NULL);
                 }
             }
             if (gu0) memcpy(gu0 + b * M, carry, sizeof(float) * M);
