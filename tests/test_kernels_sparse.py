@@ -100,17 +100,18 @@ def test_all_zero_input_gives_bias_and_first_position_gradients():
     torch.testing.assert_close(gx[0], want.expand(2, 2, 8, 8), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("reset, segment", [("subtract", 3), ("zero", 3), ("subtract", 16)])
-def test_fused_block_equals_layers_with_state_gradients(reset, segment, monkeypatch):
+@pytest.mark.parametrize("reset, segment, counts", [
+    ("subtract", 3, False), ("zero", 3, True), ("subtract", 16, True)])
+def test_fused_block_equals_layers_with_state_gradients(reset, segment, counts, monkeypatch):
     """conv_pool_leaky_conv_pool against Conv → MaxPool → Leaky (reference loop) → Conv →
     MaxPool, from a membrane that needs a gradient, with a loss on the final membrane too; 7
-    steps in backward segments of 3, 3, 1 (or one of 7)."""
+    steps in backward segments of 3, 3, 1 (or one of 7); event counts; one conv without bias."""
     monkeypatch.setattr(sparse, "SEGMENT", segment)
     torch.manual_seed(1)
-    conv1, conv2, pool = nn.Conv2d(2, 12, 5), nn.Conv2d(12, 32, 5), nn.MaxPool2d(2)
+    conv1, conv2, pool = nn.Conv2d(2, 12, 5), nn.Conv2d(12, 32, 5, bias=counts), nn.MaxPool2d(2)
     with torch.no_grad():
-        conv1.weight.mul_(4)
-    frames = _events((7, 3, 2, 34, 34), 0.05, seed=9)
+        conv1.weight.mul_(4 / (1 + counts))
+    frames = _events((7, 3, 2, 34, 34), 0.05, seed=9, counts=counts)
     u0 = (torch.rand(3, 12, 15, 15) * 1.5).requires_grad_()
     neuron = Leaky(0.7, threshold=0.9, reset=reset, surrogate=ATan(3.0), backend="reference")
     neuron.v = u0
@@ -125,7 +126,7 @@ def test_fused_block_equals_layers_with_state_gradients(reset, segment, monkeypa
     torch.testing.assert_close(got_last, want_last, rtol=1e-5, atol=1e-5)
     gen = torch.Generator().manual_seed(2)
     g, h = torch.randn(want.shape, generator=gen), torch.randn(want_last.shape, generator=gen)
-    params = [conv1.weight, conv1.bias, conv2.weight, conv2.bias, u0]
+    params = [p for p in (conv1.weight, conv1.bias, conv2.weight, conv2.bias, u0) if p is not None]
     ref = torch.autograd.grad((want * g).sum() + (want_last * h).sum(), params)
     out = torch.autograd.grad((got * g).sum() + (got_last * h).sum(), params)
     for a, b in zip(out, ref, strict=True):
