@@ -176,11 +176,13 @@ static inline void fill(int32_t* p, i64 n, int32_t v) {
 }
 
 // One sample's nonzero inputs, row by row (padded rows), columns ascending: the entries of row R
-// with padded column ≥ j start at start[R·(WP+1) + j].
+// with padded column ≥ j start at start[R·(WP+1) + j]; bit j of occ[R] is set when padded column
+// j of row R has any.
 struct Sample {
     const Geometry& g;
     Entry* entries;   // [C·H·W]
     int32_t* start;   // [HP·(WP+1)]
+    uint64_t* occ;    // [HP]
     uint64_t* bits;   // [C]
 
     void scan(const float* xn) {
@@ -188,6 +190,8 @@ struct Sample {
         int32_t e = 0;
         for (i64 R = 0; R < g.HP; ++R) {
             int32_t* st = start + R * (WP + 1);
+            uint64_t& used = occ[R];
+            used = 0;
             i64 next = 0;
             auto open = [&](i64 col) {
                 if (col < next) return;
@@ -202,6 +206,7 @@ struct Sample {
                         const int ii = (int)i, cc = (int)C;
                         const i64 col = ii / cc + pad, c = ii % cc;
                         open(col);
+                        used |= 1ull << col;
                         entries[e++] = {(c * KE * KE + col) * OP, v};
                     });
                 } else {
@@ -210,6 +215,7 @@ struct Sample {
                         bits[c] = nonzero_bits(xn + (c * H + r) * W, W);
                         any |= bits[c];
                     }
+                    used = any << pad;
                     while (any) {
                         const i64 j = __builtin_ctzll(any);
                         any &= any - 1;
@@ -223,6 +229,17 @@ struct Sample {
             }
             open(WP);
         }
+    }
+
+    // Bit 2·px of the result (shifted down by 2·px, masked to K + 1 bits) tells whether pooling
+    // window (py, px) has any nonzero input.
+    inline uint64_t window_row(i64 py) const {
+        uint64_t m = 0;
+        for (i64 r = 0; r <= g.K; ++r) m |= occ[2 * py + r];
+        return m;
+    }
+    inline bool empty(uint64_t row, i64 px) const {
+        return !((row >> (2 * px)) & ((2ull << g.K) - 1));
     }
 
     // Entries of padded row R with columns in [j0, j0 + K].
@@ -242,7 +259,18 @@ static void forward_channels(const Sample& s, const float* wext, const float* bi
     const Geometry& g = s.g;
     const i64 OP = g.OP, KE = g.KE, K = g.K;
     for (i64 py = 0; py < g.PH; ++py) {
+        const uint64_t row = s.window_row(py);
         for (i64 px = 0; px < g.PW; ++px) {
+            const i64 p = py * g.PW + px;
+            if (s.empty(row, px)) {  // all four outputs equal the bias: the first one wins
+                for (int j = 0; j < NC; ++j) {
+                    if (outn)
+                        vstore_n(outn + p * g.O + o0 + j * L, vload(bias + o0 + j * L),
+                                 g.O - o0 - j * L);
+                    if (argn) memset(argn + p * OP + o0 + j * L, 0, L);
+                }
+                continue;
+            }
             vf acc[4][NC];
             for (int q = 0; q < 4; ++q)
                 for (int j = 0; j < NC; ++j) acc[q][j] = vload(bias + o0 + j * L);
@@ -261,7 +289,6 @@ static void forward_channels(const Sample& s, const float* wext, const float* bi
                     }
                 }
             }
-            const i64 p = py * g.PW + px;
             for (int j = 0; j < NC; ++j) {
                 const vf win[4] = {acc[0][j], acc[1][j], acc[2][j], acc[3][j]};
                 vpool4(win, outn ? outn + p * g.O + o0 + j * L : NULL,
@@ -280,7 +307,9 @@ static void weight_grad_channels(const Sample& s, const float* gpad, const uint8
     const Geometry& g = s.g;
     const i64 OP = g.OP, KE = g.KE, K = g.K;
     for (i64 py = 0; py < g.PH; ++py) {
+        const uint64_t row = s.window_row(py);
         for (i64 px = 0; px < g.PW; ++px) {
+            if (s.empty(row, px)) continue;
             const i64 p = py * g.PW + px;
             i64 lo[KMAX + 1], hi[KMAX + 1], n = 0;
             for (i64 r = 0; r <= K; ++r) {
@@ -324,21 +353,24 @@ static void forward_sample(const Sample& s, const float* wext, const float* bias
 
 // Room for the nonzero maps of `count` samples.
 struct Scratch {
-    i64 entry_size, start_size;
+    i64 entry_size, start_size, rows;
     Entry* entries;
     int32_t* start;
+    uint64_t* occ;
     uint64_t* bits;
     explicit Scratch(const Geometry& g, i64 count = 1)
-        : entry_size(g.C * g.H * g.W + 1), start_size(g.HP * (g.WP + 1)),
+        : entry_size(g.C * g.H * g.W + 1), start_size(g.HP * (g.WP + 1)), rows(g.HP),
           entries((Entry*)malloc(sizeof(Entry) * entry_size * count)),
           start((int32_t*)malloc(sizeof(int32_t) * start_size * count)),
+          occ((uint64_t*)malloc(sizeof(uint64_t) * rows * count)),
           bits((uint64_t*)malloc(sizeof(uint64_t) * g.C)) {}
     Sample sample(const Geometry& g, i64 k) const {
-        return {g, entries + k * entry_size, start + k * start_size, bits};
+        return {g, entries + k * entry_size, start + k * start_size, occ + k * rows, bits};
     }
     ~Scratch() {
         free(entries);
         free(start);
+        free(occ);
         free(bits);
     }
 };
