@@ -209,9 +209,14 @@ def test_unsupported_inputs_and_layers_fall_back():
     assert sparse.conv_pool(x, nn.Conv2d(3, 4, 3), pool) is None  # channel mismatch
 
 
-def test_nmnist_model_falls_back_to_dense_layers_on_dense_frames():
+@pytest.mark.parametrize("case", ["dense frames", "no kernel library"])
+def test_nmnist_model_falls_back_to_dense_layers(case, monkeypatch):
     net = _firing_net()
     frames = torch.rand(3, 2, 2, 34, 34)
+    if case == "no kernel library":
+        frames = _events(frames.shape, 0.05, seed=6)
+        monkeypatch.setattr(sparse, "library", lambda: None)
+        assert sparse.conv_pool(frames, net.net[0].module, net.net[1].module) is None
     with torch.no_grad():
         got = net(frames)
         SF.reset(net)
