@@ -86,3 +86,23 @@ def load(source: Path) -> ctypes.CDLL:
             except (OSError, BuildError) as err:
                 errors.append(str(err))
     raise BuildError("; ".join(errors))
+
+
+def bind(source: Path, signatures: dict[str, list]) -> ctypes.CDLL:
+    """:func:`load` ``source`` and declare each function of ``signatures`` (name → ctypes
+    argument types; every kernel returns void)."""
+    lib = load(source)
+    for name, argtypes in signatures.items():
+        fn = getattr(lib, name)
+        fn.argtypes = argtypes
+        fn.restype = None
+    return lib
+
+
+def loads(library) -> bool:
+    """Whether calling ``library`` (a cached loader such as ``cpu.library``) succeeds here."""
+    try:
+        library()
+    except BuildError:
+        return False
+    return True

@@ -46,21 +46,12 @@ _SIGNATURES = {
 @lru_cache(maxsize=1)
 def library() -> ctypes.CDLL:
     """The compiled kernels (built on first call; raises :class:`build.BuildError`)."""
-    lib = build.load(Path(__file__).with_name("cpu_kernels.cpp"))
-    for name, argtypes in _SIGNATURES.items():
-        fn = getattr(lib, name)
-        fn.argtypes = argtypes
-        fn.restype = None
-    return lib
+    return build.bind(Path(__file__).with_name("cpu_kernels.cpp"), _SIGNATURES)
 
 
 def available() -> bool:
     """Whether the library builds and loads on this machine."""
-    try:
-        library()
-    except build.BuildError:
-        return False
-    return True
+    return build.loads(library)
 
 
 def _ptr(t: Tensor | None) -> int | None:

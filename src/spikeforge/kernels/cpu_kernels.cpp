@@ -40,6 +40,45 @@ static inline int threads_for(i64 work, int nthreads) {
     return work < (1 << 20) ? 1 : nthreads;
 }
 
+// One IF/LIF neuron step: charge H from V and X, fire S = Θ(H − V_th), reset V (v_r = 0 when
+// soft). Shared by if_lif_forward and lif_pool_forward, so both round exactly alike.
+static inline float lif_charge(int mode, float v, float x, float tau, float v_r) {
+    if (mode == IF_MODE) return v + x;
+    if (mode == LIF_DECAY_INPUT) return v + (x - (v - v_r)) / tau;
+    return v - (v - v_r) / tau + x;
+}
+
+static inline float lif_fire(float h, float v_th) { return (h - v_th >= 0.0f) ? 1.0f : 0.0f; }
+
+static inline float lif_reset(bool soft, float h, float s, float v_th, float v_reset) {
+    return soft ? h - v_th * s : h * (1.0f - s) + v_reset * s;
+}
+
+// The matching backward step for one neuron: from H, dL/dS and dL/dV (incoming plus carried),
+// returns dL/dX and sets *carry to dL/dV[t−1], term by term in autograd's order.
+template <int MODE, bool SOFT, bool DETACH, int SG>
+static inline float lif_backward_step(float hh, float g_s, float g_v, float tau, float v_th,
+                                      float v_reset, float c1, float c2, float* carry) {
+    const float d = hh - v_th;
+    const float s = (d >= 0.0f) ? 1.0f : 0.0f;
+    float gh;
+    if (SOFT) {
+        gh = g_v;
+        if (!DETACH) g_s = g_s + -(g_v * v_th);
+    } else {
+        gh = g_v * (1.0f - s);
+        if (!DETACH) g_s = (g_s + -(g_v * hh)) + g_v * v_reset;
+    }
+    gh = g_s * surrogate_grad<SG>(c1, c2, d) + gh;
+    if (MODE == IF_MODE) {
+        *carry = gh;
+        return gh;
+    }
+    const float g_tau = gh / tau;
+    *carry = gh + -g_tau;
+    return MODE == LIF_DECAY_INPUT ? g_tau : gh;
+}
+
 // IF/LIF forward. h_out may be NULL (no backward needed). soft: v_reset unused, V = H − V_th·S.
 extern "C" void if_lif_forward(const float* x, i64 x_stride_t, const float* v0, float* s_out,
                                float* v_out, float* h_out, i64 T, i64 N, int mode, float tau,
@@ -58,16 +97,9 @@ extern "C" void if_lif_forward(const float* x, i64 x_stride_t, const float* v0, 
             float* vt = v_out + t * N + lo;
             float* ht = h_out ? h_out + t * N + lo : nullptr;
             for (i64 i = 0; i < n; ++i) {
-                float h;
-                if (mode == IF_MODE) {
-                    h = v[i] + xt[i];
-                } else if (mode == LIF_DECAY_INPUT) {
-                    h = v[i] + (xt[i] - (v[i] - v_r)) / tau;
-                } else {
-                    h = v[i] - (v[i] - v_r) / tau + xt[i];
-                }
-                const float s = (h - v_th >= 0.0f) ? 1.0f : 0.0f;
-                const float vn = soft ? h - v_th * s : h * (1.0f - s) + v_reset * s;
+                const float h = lif_charge(mode, v[i], xt[i], tau, v_r);
+                const float s = lif_fire(h, v_th);
+                const float vn = lif_reset(soft, h, s, v_th, v_reset);
                 st[i] = s;
                 vt[i] = vn;
                 v[i] = vn;
@@ -97,30 +129,9 @@ static void if_lif_backward_impl(const float* h, const float* gs, i64 gs_stride_
             const i64 off = t * N + lo;
             const float* gst = gs + t * gs_stride_t + lo;
             const float* gvt = gv + t * gv_stride_t + lo;
-            for (i64 i = 0; i < n; ++i) {
-                const float hh = h[off + i];
-                const float d = hh - v_th;
-                const float s = (d >= 0.0f) ? 1.0f : 0.0f;
-                const float g_v = gvt[i] + carry[i];
-                float g_s = gst[i];
-                float gh;
-                if (SOFT) {
-                    gh = g_v;
-                    if (!DETACH) g_s = g_s + -(g_v * v_th);
-                } else {
-                    gh = g_v * (1.0f - s);
-                    if (!DETACH) g_s = (g_s + -(g_v * hh)) + g_v * v_reset;
-                }
-                gh = g_s * surrogate_grad<SG>(c1, c2, d) + gh;
-                if (MODE == IF_MODE) {
-                    gx[off + i] = gh;
-                    carry[i] = gh;
-                } else {
-                    const float g_tau = gh / tau;
-                    gx[off + i] = MODE == LIF_DECAY_INPUT ? g_tau : gh;
-                    carry[i] = gh + -g_tau;
-                }
-            }
+            for (i64 i = 0; i < n; ++i)
+                gx[off + i] = lif_backward_step<MODE, SOFT, DETACH, SG>(
+                    h[off + i], gst[i], gvt[i] + carry[i], tau, v_th, v_reset, c1, c2, &carry[i]);
         }
         if (gv0) memcpy(gv0 + lo, carry, n * sizeof(float));
     }
@@ -371,16 +382,9 @@ static void lif_pool_forward_impl(const float* x, i64 x_st, const float* v0, flo
                 const float* xt = x + t * x_st + p * HW;
                 float* ht = h_out ? h_out + (t * P + p) * HW : nullptr;
                 for (i64 i = 0; i < HW; ++i) {
-                    float h;
-                    if (MODE == IF_MODE) {
-                        h = v[i] + xt[i];
-                    } else if (MODE == LIF_DECAY_INPUT) {
-                        h = v[i] + (xt[i] - (v[i] - v_r)) / tau;
-                    } else {
-                        h = v[i] - (v[i] - v_r) / tau + xt[i];
-                    }
-                    const float sp = (h - v_th >= 0.0f) ? 1.0f : 0.0f;
-                    v[i] = SOFT ? h - v_th * sp : h * (1.0f - sp) + v_reset * sp;
+                    const float h = lif_charge(MODE, v[i], xt[i], tau, v_r);
+                    const float sp = lif_fire(h, v_th);
+                    v[i] = lif_reset(SOFT, h, sp, v_th, v_reset);
                     s[i] = sp;
                     if (ht) ht[i] = h;
                 }
@@ -461,29 +465,8 @@ static void lif_pool_backward_impl(const float* h, const uint8_t* arg, const flo
                 const float* ht = h + (t * P + p) * HW;
                 float* gxt = sum_t ? acc : gx + (t * P + p) * HW;
                 for (i64 i = 0; i < HW; ++i) {
-                    const float hh = ht[i];
-                    const float d = hh - v_th;
-                    const float s = (d >= 0.0f) ? 1.0f : 0.0f;
-                    const float g_v = carry[i];
-                    float g_s = gs[i];
-                    float gh;
-                    if (SOFT) {
-                        gh = g_v;
-                        if (!DETACH) g_s = g_s + -(g_v * v_th);
-                    } else {
-                        gh = g_v * (1.0f - s);
-                        if (!DETACH) g_s = (g_s + -(g_v * hh)) + g_v * v_reset;
-                    }
-                    gh = g_s * surrogate_grad<SG>(c1, c2, d) + gh;
-                    float gxi;
-                    if (MODE == IF_MODE) {
-                        gxi = gh;
-                        carry[i] = gh;
-                    } else {
-                        const float g_tau = gh / tau;
-                        gxi = MODE == LIF_DECAY_INPUT ? g_tau : gh;
-                        carry[i] = gh + -g_tau;
-                    }
+                    const float gxi = lif_backward_step<MODE, SOFT, DETACH, SG>(
+                        ht[i], gs[i], carry[i], tau, v_th, v_reset, c1, c2, &carry[i]);
                     if (sum_t)
                         gxt[i] += gxi;
                     else

@@ -40,21 +40,12 @@ LANES = 16
 @lru_cache(maxsize=1)
 def library() -> ctypes.CDLL:
     """The compiled kernels (built on first call; raises :class:`build.BuildError`)."""
-    lib = build.load(Path(__file__).with_name("poisson_kernels.cpp"))
-    for name, argtypes in _SIGNATURES.items():
-        fn = getattr(lib, name)
-        fn.argtypes = argtypes
-        fn.restype = None
-    return lib
+    return build.bind(Path(__file__).with_name("poisson_kernels.cpp"), _SIGNATURES)
 
 
 def available() -> bool:
     """Whether the library builds and loads on this machine."""
-    try:
-        library()
-    except build.BuildError:
-        return False
-    return True
+    return build.loads(library)
 
 
 def _thresholds(p: Tensor) -> tuple[Tensor, Tensor]:
