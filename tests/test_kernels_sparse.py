@@ -102,33 +102,40 @@ def test_all_zero_input_gives_bias_and_first_position_gradients():
 
 @pytest.mark.parametrize("reset, segment, counts", [
     ("subtract", 3, False), ("zero", 3, True), ("subtract", 16, True)])
-def test_fused_block_equals_layers_with_state_gradients(reset, segment, counts, monkeypatch):
-    """conv_pool_leaky_conv_pool against Conv → MaxPool → Leaky (reference loop) → Conv →
-    MaxPool, from a membrane that needs a gradient, with a loss on the final membrane too; 7
-    steps in backward segments of 3, 3, 1 (or one of 7); event counts; one conv without bias."""
+def test_fused_blocks_equal_layers_with_state_gradients(reset, segment, counts, monkeypatch):
+    """hidden_blocks against Conv → MaxPool → Leaky → Conv → MaxPool → Leaky (reference loops),
+    from membranes that need a gradient, with a loss on the final membranes too; 7 steps in
+    backward segments of 3, 3, 1 (or one of 7); event counts; one conv without bias."""
     monkeypatch.setattr(sparse, "SEGMENT", segment)
     torch.manual_seed(1)
     conv1, conv2, pool = nn.Conv2d(2, 12, 5), nn.Conv2d(12, 32, 5, bias=counts), nn.MaxPool2d(2)
     with torch.no_grad():
         conv1.weight.mul_(4 / (1 + counts))
+        conv2.weight.mul_(3)
     frames = _events((7, 3, 2, 34, 34), 0.05, seed=9, counts=counts)
-    u0 = (torch.rand(3, 12, 15, 15) * 1.5).requires_grad_()
-    neuron = Leaky(0.7, threshold=0.9, reset=reset, surrogate=ATan(3.0), backend="reference")
-    neuron.v = u0
-    spikes = neuron(_dense(frames, conv1).permute(0, 1, 4, 2, 3))
-    assert 0.02 < spikes.mean() < 0.6
-    want = _dense(spikes, conv2)
-    want_last = neuron.v.permute(0, 2, 3, 1)
-    got, got_last = sparse.conv_pool_leaky_conv_pool(
-        frames, conv1, pool, conv2, pool, u0.permute(0, 2, 3, 1), 0.7, 0.9, reset == "zero",
-        ATan(3.0))
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got_last, want_last, rtol=1e-5, atol=1e-5)
+    u01 = (torch.rand(3, 12, 15, 15) * 1.5).requires_grad_()
+    u02 = (torch.rand(3, 32, 5, 5) * 1.5).requires_grad_()
+    n1 = Leaky(0.7, threshold=0.9, reset=reset, surrogate=ATan(3.0), backend="reference")
+    n2 = Leaky(0.4, threshold=1.1, reset=reset, surrogate=ATan(2.0), backend="reference")
+    n1.v, n2.v = u01, u02
+    spikes1 = n1(_dense(frames, conv1).permute(0, 1, 4, 2, 3))
+    want = n2(_dense(spikes1, conv2).permute(0, 1, 4, 2, 3)).permute(0, 1, 3, 4, 2)
+    assert 0.02 < spikes1.mean() < 0.6 and 0.02 < want.mean() < 0.6
+    wants = [want, n1.v.permute(0, 2, 3, 1), n2.v.permute(0, 2, 3, 1)]
+    got = sparse.hidden_blocks(
+        frames, conv1, pool, sparse.LeakyArgs(u01.permute(0, 2, 3, 1), 0.7, 0.9, reset == "zero",
+                                              ATan(3.0)),
+        conv2, pool, sparse.LeakyArgs(u02.permute(0, 2, 3, 1), 0.4, 1.1, reset == "zero",
+                                      ATan(2.0)))
+    assert torch.equal(got[0], want)
+    for a, b in zip(got[1:], wants[1:], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     gen = torch.Generator().manual_seed(2)
-    g, h = torch.randn(want.shape, generator=gen), torch.randn(want_last.shape, generator=gen)
-    params = [p for p in (conv1.weight, conv1.bias, conv2.weight, conv2.bias, u0) if p is not None]
-    ref = torch.autograd.grad((want * g).sum() + (want_last * h).sum(), params)
-    out = torch.autograd.grad((got * g).sum() + (got_last * h).sum(), params)
+    gs = [torch.randn(w.shape, generator=gen) for w in wants]
+    params = [p for p in (conv1.weight, conv1.bias, conv2.weight, conv2.bias, u01, u02)
+              if p is not None]
+    ref = torch.autograd.grad(sum((w * g).sum() for w, g in zip(wants, gs, strict=True)), params)
+    out = torch.autograd.grad(sum((w * g).sum() for w, g in zip(got, gs, strict=True)), params)
     for a, b in zip(out, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
 

@@ -95,8 +95,8 @@ class NmnistCSNN(nn.Module):
     """12C5-MP2-32C5-MP2-800FC10 with Leaky(β) neurons: snnTorch's N-MNIST tutorial net.
 
     On sparse CPU frames both Conv-MaxPool blocks run from the nonzero inputs only (events, then
-    binary spikes), fused with the Leaky between them into one pass per sample
-    (:func:`spikeforge.kernels.sparse.conv_pool_leaky_conv_pool`; layer by layer with
+    binary spikes), fused with their Leaky neurons into one pass per sample
+    (:func:`spikeforge.kernels.sparse.hidden_blocks`; layer by layer with
     :func:`~spikeforge.kernels.sparse.conv_pool` where the fused pass does not apply), with the
     activations channels-last ([T, B, H, W, C]) so no layer transposes; equal to the dense
     layers up to float rounding. The neurons' state ``v`` and recorded traces keep the
@@ -114,8 +114,8 @@ class NmnistCSNN(nn.Module):
 
     def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         net = self.net
-        h = self._fused_blocks(frames)
-        if h is None:
+        s = self._fused_blocks(frames) if frames.dim() == 5 else None
+        if s is None:
             h = sparse.conv_pool(frames, net[0].module, net[1].module)
             if h is None:
                 return net(frames)
@@ -124,34 +124,33 @@ class NmnistCSNN(nn.Module):
                                  max_density=1)
             if h is None:
                 return net[3:](s.permute(0, 1, 4, 2, 3))
-        s = self._leaky_channels_last(net[5], h)
+            s = self._leaky_channels_last(net[5], h)
         t, b, height, width, channels = s.shape
         fc = net[7].module
         weight = fc.weight.view(-1, channels, height, width).permute(0, 2, 3, 1)
         return net[8](F.linear(s.reshape(t, b, -1), weight.reshape(fc.weight.shape), fc.bias))
 
     def _fused_blocks(self, frames: Tensor) -> Tensor | None:
-        """Both Conv-MaxPool blocks and the Leaky between them in one pass
-        (:func:`spikeforge.kernels.sparse.conv_pool_leaky_conv_pool`) → [T, B, 5, 5, 32]
-        channels-last, or None where it does not apply (see there; also a recording, learnable-β,
-        per-channel-β or non-fused-backend first neuron)."""
-        net, neuron = self.net, self.net[2]
-        if (neuron.record or neuron.beta.numel() != 1 or neuron.beta.requires_grad
-                or neuron.backend not in ("auto", "cpu") or frames.dim() != 5):
-            return None
-        state = (frames.shape[1], net[0].module.out_channels)
-        u0 = neuron.v
-        if u0 is not None:
-            u0 = u0.permute(0, 2, 3, 1) if tuple(u0.shape[:2]) == state else None
-        out = sparse.conv_pool_leaky_conv_pool(
-            frames, net[0].module, net[1].module, net[3].module, net[4].module, u0,
-            neuron.beta.clamp(0, 1).item(), neuron.threshold, neuron.reset == "zero",
-            neuron.surrogate)
+        """Both Conv-MaxPool-Leaky blocks in one pass (:func:`spikeforge.kernels.sparse.
+        hidden_blocks`) → spikes [T, B, 5, 5, 32] channels-last, or None where that does not
+        apply (see there; also a recording, learnable-β, per-channel-β or non-fused-backend
+        neuron)."""
+        net = self.net
+        args = []
+        for neuron in (net[2], net[5]):
+            if (neuron.record or neuron.beta.numel() != 1 or neuron.beta.requires_grad
+                    or neuron.backend not in ("auto", "cpu")):
+                return None
+            u0 = neuron.v.permute(0, 2, 3, 1) if neuron.v is not None and neuron.v.dim() == 4 \
+                else None
+            args.append(sparse.LeakyArgs(u0, neuron.beta.clamp(0, 1).item(), neuron.threshold,
+                                         neuron.reset == "zero", neuron.surrogate))
+        out = sparse.hidden_blocks(frames, net[0].module, net[1].module, args[0], net[3].module,
+                                   net[4].module, args[1])
         if out is None:
             return None
-        h, u_last = out
-        neuron.v = u_last.permute(0, 3, 1, 2)
-        return h
+        spikes, net[2].v, net[5].v = out[0], out[1].permute(0, 3, 1, 2), out[2].permute(0, 3, 1, 2)
+        return spikes
 
     @staticmethod
     def _leaky_channels_last(neuron: Leaky, x: Tensor) -> Tensor:

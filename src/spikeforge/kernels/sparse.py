@@ -26,10 +26,12 @@ import ctypes
 import math
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from ..surrogate import Surrogate
 from . import build
 
 #: Use the sparse path only below this fraction of nonzero inputs (estimated on a few steps).
@@ -44,14 +46,14 @@ SEGMENT = 16
 #: Time steps sampled to estimate the density of the input.
 DENSITY_SAMPLES = 16
 
-_P, _I, _C, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
+_P, _I, _C = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _SIGNATURES = {
     "scp_forward": [_P, _I, _I, _I, _I, _C, _P, _P, _I, _I, _I, _I, _P, _P, _C],
     "scp_backward": [_P, _I, _I, _I, _I, _C, _P, _P, _I, _I, _I, _I, _P, _P, _P, _I, _P, _C],
-    "block_forward": [_P, _I, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _P, _F, _F, _C, _P, _P, _I,
-                      _I, _I, _I, _I, _P, _P, _P, _C],
-    "block_backward": [_P, _I, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _F, _F, _C, _F, _F, _P, _P,
-                       _P, _I, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _C],
+    "block_forward": [_P, _I, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _P,
+                      _P, _P, _I, _P, _P, _P, _P, _P, _C],
+    "block_backward": [_P, _I, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _P, _P, _P, _I, _I, _I, _I,
+                       _I, _P, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _C],
 }
 
 
@@ -193,35 +195,47 @@ def conv_pool(x_seq: Tensor, conv: nn.Module, pool: nn.Module, channels_last: bo
     return out.reshape(t, b, *out.shape[1:])
 
 
+class LeakyArgs(NamedTuple):
+    """A Leaky layer (snnTorch) for the fused pass: membrane ``u0`` before the first step
+    (channels-last; None, or another shape, for rest), β, threshold, reset to zero (else
+    subtract), surrogate."""
+
+    u0: Tensor | None
+    beta: float
+    threshold: float
+    reset_zero: bool
+    surrogate: Surrogate
+
+
 class _Block(torch.autograd.Function):
-    """Conv-MaxPool → Leaky → Conv-MaxPool in one pass (``block_forward``): frames
-    [T, B, C, H, W] → (X2 [T, B, H2, W2, O2], U1[T − 1] [B, H1, W1, O1]), channels-last."""
+    """Conv-MaxPool → Leaky → Conv-MaxPool → Leaky in one pass (``block_forward``): frames
+    [T, B, C, H, W] → (S2 [T, B, H2, W2, O2], U1[T − 1], U2[T − 1]), channels-last."""
 
     @staticmethod
-    def forward(ctx, frames, w1, b1, u0, w2, b2, leaky, pads):
+    def forward(ctx, frames, w1, b1, w2, b2, u01, u02, leaky, pads):
         t, b, c, h, w = frames.shape
         (o1, _, k1, _), (o2, _, k2, _) = w1.shape, w2.shape
-        (pad1, pad2), (beta, thr, reset_zero, _, _) = pads, leaky
+        pad1, pad2 = pads
         wext1, bp1 = _forward_weights(w1, b1)
         wext2, bp2 = _forward_weights(w2, b2)
-        h1, w1_ = (h + 2 * pad1 - k1 + 1) // 2, (w + 2 * pad1 - k1 + 1) // 2
-        h2, w2_ = (h1 + 2 * pad2 - k2 + 1) // 2, (w1_ + 2 * pad2 - k2 + 1) // 2
-        starts = torch.empty(-(-t // SEGMENT), b, h1, w1_, o1)
-        u_last = torch.empty(b, h1, w1_, o1)
-        x2 = torch.empty(t, b, h2, w2_, o2)
-        library().block_forward(frames.data_ptr(), t, b, c, h, w, wext1.data_ptr(), bp1.data_ptr(),
-                                o1, _pad16(o1), k1, pad1, u0.data_ptr(), beta, thr,
-                                int(reset_zero), wext2.data_ptr(), bp2.data_ptr(), o2, _pad16(o2),
-                                k2, pad2, SEGMENT, starts.data_ptr(), u_last.data_ptr(),
-                                x2.data_ptr(), torch.get_num_threads())
-        ctx.save_for_backward(frames, w1, b1, w2, b2, starts)
-        ctx.args = (leaky, pads, x2.shape, u0.shape)
-        return x2, u_last
+        segments = -(-t // SEGMENT)
+        ck1, ck2 = torch.empty(segments, *u01.shape), torch.empty(segments, *u02.shape)
+        u_last1, u_last2 = torch.empty(u01.shape), torch.empty(u02.shape)
+        s2 = torch.empty(t, *u02.shape)
+        library().block_forward(
+            frames.data_ptr(), t, b, c, h, w, wext1.data_ptr(), bp1.data_ptr(), o1, _pad16(o1),
+            k1, pad1, wext2.data_ptr(), bp2.data_ptr(), o2, _pad16(o2), k2, pad2,
+            leaky.data_ptr(), u01.data_ptr(), u02.data_ptr(), SEGMENT, ck1.data_ptr(),
+            ck2.data_ptr(), u_last1.data_ptr(), u_last2.data_ptr(), s2.data_ptr(),
+            torch.get_num_threads())
+        ctx.save_for_backward(frames, w1, b1, w2, b2, ck1, ck2, leaky)
+        ctx.pads = pads
+        return s2, u_last1, u_last2
 
     @staticmethod
-    def backward(ctx, g2, g_last):
-        frames, w1, b1, w2, b2, starts = ctx.saved_tensors
-        (beta, thr, reset_zero, c1, c2), (pad1, pad2), x2_shape, u0_shape = ctx.args
+    def backward(ctx, gs2, g_last1, g_last2):
+        frames, w1, b1, w2, b2, ck1, ck2, leaky = ctx.saved_tensors
+        pad1, pad2 = ctx.pads
         t, b, c, h, w = frames.shape
         (o1, _, k1, _), (o2, _, k2, _) = w1.shape, w2.shape
         op1, op2, rp2 = _pad16(o1), _pad16(o2), _pad16(k2 * o1)
@@ -233,50 +247,63 @@ class _Block(torch.autograd.Function):
         gw1 = torch.zeros(threads, c, k1 + 2, k1 + 2, op1)
         gw2 = torch.zeros(threads, o1, k2 + 2, k2 + 2, op2)
         gb1, gb2 = torch.zeros(threads, op1), torch.zeros(threads, op2)
-        gu0 = torch.empty(u0_shape) if ctx.needs_input_grad[3] else None
-        g2 = torch.zeros(x2_shape) if g2 is None else g2.float().contiguous()
-        if g_last is not None:
-            g_last = g_last.float().contiguous()
+        gu01 = torch.empty(ck1.shape[1:]) if ctx.needs_input_grad[5] else None
+        gu02 = torch.empty(ck2.shape[1:]) if ctx.needs_input_grad[6] else None
+        gs2 = torch.zeros(t, *ck2.shape[1:]) if gs2 is None else gs2.float().contiguous()
+        g_last1, g_last2 = (None if g is None else g.float().contiguous()
+                            for g in (g_last1, g_last2))
         library().block_backward(
             frames.data_ptr(), t, b, c, h, w, wext1.data_ptr(), bp1.data_ptr(), o1, op1, k1, pad1,
-            beta, thr, int(reset_zero), c1, c2, wext2.data_ptr(), bp2.data_ptr(), wrow2.data_ptr(),
-            rp2, o2, op2, k2, pad2, SEGMENT, starts.data_ptr(), g2.data_ptr(), _ptr(g_last),
-            gw1.data_ptr(), gb1.data_ptr(), gw2.data_ptr(), gb2.data_ptr(), _ptr(gu0), threads)
+            wext2.data_ptr(), bp2.data_ptr(), wrow2.data_ptr(), rp2, o2, op2, k2, pad2,
+            leaky.data_ptr(), SEGMENT, ck1.data_ptr(), ck2.data_ptr(), gs2.data_ptr(),
+            _ptr(g_last1), _ptr(g_last2), gw1.data_ptr(), gb1.data_ptr(), gw2.data_ptr(),
+            gb2.data_ptr(), _ptr(gu01), _ptr(gu02), threads)
 
         def weight(parts, o):
             return parts.sum(0)[:, 1:-1, 1:-1, :o].permute(3, 0, 1, 2).contiguous()
 
-        return (None, weight(gw1, o1), gb1.sum(0)[:o1] if b1 is not None else None, gu0,
-                weight(gw2, o2), gb2.sum(0)[:o2] if b2 is not None else None, None, None)
+        return (None, weight(gw1, o1), gb1.sum(0)[:o1] if b1 is not None else None,
+                weight(gw2, o2), gb2.sum(0)[:o2] if b2 is not None else None, gu01, gu02, None,
+                None)
 
 
-def conv_pool_leaky_conv_pool(
-    frames: Tensor, conv1: nn.Module, pool1: nn.Module, conv2: nn.Module, pool2: nn.Module,
-    u0: Tensor | None, beta: float, threshold: float, reset_zero: bool, surrogate,
-) -> tuple[Tensor, Tensor] | None:
-    """Conv1 → MaxPool2 → Leaky (snnTorch; from membrane ``u0`` [B, H1, W1, O1] channels-last,
-    None for rest) → Conv2 → MaxPool2 over sparse event ``frames`` [T, B, C, H, W], as one pass
-    per sample that keeps only the membrane and the output in memory: returns (X2
-    [T, B, H2, W2, O2], U1[T − 1] [B, H1, W1, O1]), both channels-last and differentiable
-    (w.r.t. the four conv parameters and ``u0``); or None where that does not apply (see
-    :func:`conv_pool`; also a surrogate other than ATan), so callers run the layers one by one.
-    The Leaky step follows the CPU neuron kernel's operation order: identical spikes."""
+def _leaky_floats(a: LeakyArgs) -> list[float]:
+    alpha = float(a.surrogate.param)
+    return [float(a.beta), float(a.threshold), float(a.reset_zero), alpha / 2,
+            math.pi / 2 * alpha]
+
+
+def hidden_blocks(frames: Tensor, conv1: nn.Module, pool1: nn.Module, leaky1: LeakyArgs,
+                  conv2: nn.Module, pool2: nn.Module, leaky2: LeakyArgs,
+                  ) -> tuple[Tensor, Tensor, Tensor] | None:
+    """Conv1 → MaxPool2 → Leaky → Conv2 → MaxPool2 → Leaky over sparse event ``frames``
+    [T, B, C, H, W] as one pass per sample that keeps only the spikes out and a membrane every
+    :data:`SEGMENT` steps in memory (backward recomputes the rest): returns (spikes
+    [T, B, H2, W2, O2], U1[T − 1] [B, H1, W1, O1], U2[T − 1] [B, H2, W2, O2]), channels-last and
+    differentiable w.r.t. the four conv parameters and both initial membranes; or None where that
+    does not apply (see :func:`conv_pool`; also a surrogate other than ATan), so callers run the
+    layers one by one. The Leaky steps follow the CPU neuron kernel's operation order: identical
+    spikes."""
     out1 = conv1.out_channels if isinstance(conv1, nn.Conv2d) else None
-    if (getattr(surrogate, "name", None) != "atan" or not isinstance(conv2, nn.Conv2d)
-            or conv2.in_channels != out1 or conv2.weight.dtype != torch.float32
-            or conv2.weight.device.type != "cpu" or not _fits(conv2, pool2)
-            or frames.requires_grad or frames.dim() != 5):
+    if (any(getattr(a.surrogate, "name", None) != "atan" for a in (leaky1, leaky2))
+            or not isinstance(conv2, nn.Conv2d) or conv2.in_channels != out1
+            or conv2.weight.dtype != torch.float32 or conv2.weight.device.type != "cpu"
+            or not _fits(conv2, pool2) or frames.requires_grad or frames.dim() != 5):
         return None
     k1, pad1 = conv1.kernel_size[0], conv1.padding[0]
-    width1 = (frames.shape[-1] + 2 * pad1 - k1 + 1) // 2
-    if width1 + 2 * conv2.padding[0] > MAX_WIDTH or not _applies(frames, conv1, pool1, False):
+    k2, pad2 = conv2.kernel_size[0], conv2.padding[0]
+    size1 = [(n + 2 * pad1 - k1 + 1) // 2 for n in frames.shape[-2:]]
+    size2 = [(n + 2 * pad2 - k2 + 1) // 2 for n in size1]
+    if size1[1] + 2 * pad2 > MAX_WIDTH or min(size2) < 1:
         return None
-    if not _sparse_enough(frames, MAX_DENSITY) or library() is None:
+    if not _applies(frames, conv1, pool1, False) or not _sparse_enough(frames, MAX_DENSITY):
         return None
-    t, b, _, h, _ = frames.shape
-    shape1 = (b, (h + 2 * pad1 - k1 + 1) // 2, width1, out1)
-    u0 = torch.zeros(shape1) if u0 is None else u0.float().contiguous()
-    alpha = float(surrogate.param)
-    leaky = (float(beta), float(threshold), bool(reset_zero), alpha / 2, math.pi / 2 * alpha)
-    return _Block.apply(frames.contiguous(), conv1.weight, conv1.bias, u0, conv2.weight,
-                        conv2.bias, leaky, (pad1, conv2.padding[0]))
+    if library() is None:
+        return None
+    b = frames.shape[1]
+    u01, u02 = (a.u0.float().contiguous() if a.u0 is not None and a.u0.shape == (b, *size, o)
+                else torch.zeros(b, *size, o)
+                for a, size, o in ((leaky1, size1, out1), (leaky2, size2, conv2.out_channels)))
+    leaky = torch.tensor(_leaky_floats(leaky1) + _leaky_floats(leaky2))
+    return _Block.apply(frames.contiguous(), conv1.weight, conv1.bias, conv2.weight,
+                        conv2.bias, u01, u02, leaky, (pad1, pad2))

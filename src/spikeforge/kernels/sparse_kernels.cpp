@@ -569,83 +569,119 @@ extern "C" void scp_backward(const float* x, i64 N, i64 C, i64 H, i64 W, int cha
     }
 }
 
-// ---- Conv-MaxPool → Leaky → Conv-MaxPool as one pass per sample (N-MNIST's hidden blocks) ----
+// ---- Conv-MaxPool → Leaky → Conv-MaxPool → Leaky, one pass per sample (N-MNIST's hidden net) ----
 //
 // Per batch element b, time steps in order: layer 1 from the events x1[t, b] (NCHW) gives the
-// pooled X1 [P1, O1] in a local buffer; the Leaky step (snnTorch, DESIGN §3; the operation order
+// pooled X1 [P1, O1] in a local buffer; a Leaky step (snnTorch, DESIGN §3, in the operation order
 // of cpu_kernels.cpp's leaky_forward) turns it into the membrane U1 and the spikes
-// S1 = Θ(U1 − thr), which layer 2 reads channels-last. Only layer 2's output and the membrane at
-// the start of every segment of `seg` steps reach memory; backward recomputes a segment's
-// membranes (and layer 1's winners) forward into a small local buffer, then walks it in reverse,
-// recomputing S1 and layer 2's winners from them.
+// S1 = Θ(U1 − thr1), which layer 2 reads channels-last; its pooled X2 [P2, O2] goes through the
+// second Leaky into U2 and S2. Only S2 and the membranes at the start of every segment of `seg`
+// steps reach memory; backward recomputes a segment forward into small local buffers (membranes,
+// nonzero maps, winners), then walks it in reverse.
+
+// A Leaky layer: β, threshold, reset to zero (else subtract), ATan surrogate
+// dS/dU = c1 / (1 + (c2·(U − thr))²). Passed as 5 floats.
+struct LeakyArgs {
+    float beta, thr, zero, c1, c2;
+};
 
 // One Leaky step over M neurons: u ← U[t] from U[t−1] = u and input x; spikes to s (may be NULL).
-static inline void leaky_step(float* u, const float* x, float* s, i64 M, float beta, float thr,
-                              int reset_zero) {
+static inline void leaky_step(float* u, const float* x, float* s, i64 M, const LeakyArgs& a) {
+    const float beta = a.beta, thr = a.thr;
+    const bool zero = a.zero != 0.0f;
     for (i64 i = 0; i < M; ++i) {
         const float r = (u[i] - thr > 0.0f) ? 1.0f : 0.0f;
-        const float un = reset_zero ? beta * (1.0f - r) * u[i] + x[i] : beta * u[i] + x[i] - r * thr;
+        const float un = zero ? beta * (1.0f - r) * u[i] + x[i] : beta * u[i] + x[i] - r * thr;
         if (s) s[i] = (un - thr > 0.0f) ? 1.0f : 0.0f;
         u[i] = un;
     }
 }
 
-// u0 [B, M] (M = PH1·PW1·O1, channels-last) is U1[−1]. Writes x2 [T, B, PH2, PW2, O2], the
-// segment starts ck [ceil(T / seg), B, M] (U1[j·seg − 1]) and u_last [B, M] (U1[T − 1]).
+// Its backward at one step (cpu_kernels.cpp's leaky_backward order, no membrane-output gradient):
+// g = gs·Θ'(U[t] − thr) + carry → gx; carry ← g·β·(1 − R[t] if zero), R[t] = Θ(U[t−1] − thr).
+static inline void leaky_step_backward(const float* ut, const float* uprev, const float* gs,
+                                       float* carry, float* gx, i64 M, const LeakyArgs& a) {
+    const float beta = a.beta, thr = a.thr, c1 = a.c1, c2 = a.c2;
+    const bool zero = a.zero != 0.0f;
+    for (i64 i = 0; i < M; ++i) {
+        const float z = c2 * (ut[i] - thr);
+        const float sg = (1.0f / (1.0f + z * z)) * c1;
+        const float g = gs[i] * sg + carry[i];
+        gx[i] = g;
+        const float keep = zero ? ((uprev[i] - thr > 0.0f) ? 0.0f : 1.0f) : 1.0f;
+        carry[i] = g * beta * keep;
+    }
+}
+
+// u0 [2] → U1[−1] [B, M1], U2[−1] [B, M2] (M1 = PH1·PW1·O1, M2 = PH2·PW2·O2, channels-last);
+// leaky: the two layers' LeakyArgs. Writes s2 [T, B, PH2, PW2, O2], the segment starts
+// ck1 [ceil(T / seg), B, M1] and ck2 [.., B, M2] (U[j·seg − 1]) and u_last1/2 (U[T − 1]).
 extern "C" void block_forward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i64 W1,
                               const float* wext1, const float* bias1, i64 O1, i64 OP1, i64 K1,
-                              i64 pad1, const float* u0, float beta, float thr, int reset_zero,
-                              const float* wext2, const float* bias2, i64 O2, i64 OP2, i64 K2,
-                              i64 pad2, i64 seg, float* ck, float* u_last, float* x2,
-                              int nthreads) {
+                              i64 pad1, const float* wext2, const float* bias2, i64 O2, i64 OP2,
+                              i64 K2, i64 pad2, const float* leaky, const float* u01,
+                              const float* u02, i64 seg, float* ck1, float* ck2, float* u_last1,
+                              float* u_last2, float* s2, int nthreads) {
     const Geometry g1 = geometry(C1, H1, W1, O1, OP1, K1, pad1, 0);
     const Geometry g2 = geometry(O1, g1.PH, g1.PW, O2, OP2, K2, pad2, 1);
-    const i64 M = g1.PH * g1.PW * O1, P2 = g2.PH * g2.PW;
-    advise_huge(x2, T * B * P2 * O2 * (i64)sizeof(float));
+    const i64 M1 = g1.PH * g1.PW * O1, M2 = g2.PH * g2.PW * O2;
+    const LeakyArgs a1 = {leaky[0], leaky[1], leaky[2], leaky[3], leaky[4]};
+    const LeakyArgs a2 = {leaky[5], leaky[6], leaky[7], leaky[8], leaky[9]};
+    advise_huge(s2, T * B * M2 * (i64)sizeof(float));
 #pragma omp parallel num_threads(team(B, nthreads))
     {
         Layer l1(g1, L), l2(g2, L);
-        float* u = alloc_floats(M);
-        float* xt = alloc_floats(M);
-        float* st = alloc_floats(M);
+        float* u1 = alloc_floats(M1);
+        float* u2 = alloc_floats(M2);
+        float* xt = alloc_floats(M1 > M2 ? M1 : M2);
+        float* st = alloc_floats(M1);
 #pragma omp for schedule(static)
         for (i64 b = 0; b < B; ++b) {
-            memcpy(u, u0 + b * M, sizeof(float) * M);
+            memcpy(u1, u01 + b * M1, sizeof(float) * M1);
+            memcpy(u2, u02 + b * M2, sizeof(float) * M2);
             for (i64 t = 0; t < T; ++t) {
                 const i64 n = t * B + b;
-                if (t % seg == 0) memcpy(ck + (t / seg * B + b) * M, u, sizeof(float) * M);
+                if (t % seg == 0) {
+                    memcpy(ck1 + (t / seg * B + b) * M1, u1, sizeof(float) * M1);
+                    memcpy(ck2 + (t / seg * B + b) * M2, u2, sizeof(float) * M2);
+                }
                 l1.s.scan(x1 + n * C1 * H1 * W1);
                 forward_sample(l1.s, wext1, bias1, xt, NULL);
-                leaky_step(u, xt, st, M, beta, thr, reset_zero);
+                leaky_step(u1, xt, st, M1, a1);
                 l2.s.scan(st);
-                forward_sample(l2.s, wext2, bias2, x2 + n * P2 * O2, NULL);
+                forward_sample(l2.s, wext2, bias2, xt, NULL);
+                leaky_step(u2, xt, s2 + n * M2, M2, a2);
             }
-            memcpy(u_last + b * M, u, sizeof(float) * M);
+            memcpy(u_last1 + b * M1, u1, sizeof(float) * M1);
+            memcpy(u_last2 + b * M2, u2, sizeof(float) * M2);
         }
-        free(u);
+        free(u1);
+        free(u2);
         free(xt);
         free(st);
     }
 }
 
-// Backward of block_forward from gout2 = dL/dX2 [T, B, P2, O2] and g_last = dL/dU1[T − 1] [B, M]
-// (NULL: none). Per b in reverse time: layer 2's winners route gout2 to dL/dS1 and to layer 2's
-// weight; the Leaky step carries dL/dU1 back in time (leaky_backward's operation order); layer
-// 1's winners route dL/dX1 = dL/dU1 to its weight. The surrogate is ATan:
-// dS/dU = c1 / (1 + (c2·(U − thr))²). gw*_parts [nthreads, C, KE, KE, OP] and gb*_parts
-// [nthreads, OP] zeroed by the caller; gu0 [B, M] (NULL: not needed) receives dL/dU1[−1].
+// Backward of block_forward from gs2 = dL/dS2 [T, B, M2] and g_last1/2 = dL/dU[T − 1] (NULL:
+// none). Per b in reverse time: the second Leaky gives dL/dX2; layer 2's winners route it to
+// dL/dS1 and to layer 2's weight; the first Leaky gives dL/dX1, which layer 1's winners route to
+// its weight. gw*_parts [nthreads, C, KE, KE, OP] and gb*_parts [nthreads, OP] zeroed by the
+// caller; gu01/2 [B, M] (NULL: not needed) receive dL/dU[−1].
 extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i64 W1,
                                const float* wext1, const float* bias1, i64 O1, i64 OP1, i64 K1,
-                               i64 pad1, float beta, float thr, int reset_zero, float c1,
-                               float c2, const float* wext2, const float* bias2,
+                               i64 pad1, const float* wext2, const float* bias2,
                                const float* wrow2, i64 RP2, i64 O2, i64 OP2, i64 K2, i64 pad2,
-                               i64 seg, const float* ck, const float* gout2, const float* g_last,
+                               const float* leaky, i64 seg, const float* ck1, const float* ck2,
+                               const float* gs2, const float* g_last1, const float* g_last2,
                                float* gw1_parts, float* gb1_parts, float* gw2_parts,
-                               float* gb2_parts, float* gu0, int nthreads) {
+                               float* gb2_parts, float* gu01, float* gu02, int nthreads) {
     const Geometry g1 = geometry(C1, H1, W1, O1, OP1, K1, pad1, 0);
     const Geometry g2 = geometry(O1, g1.PH, g1.PW, O2, OP2, K2, pad2, 1);
-    const i64 M = g1.PH * g1.PW * O1, P1 = g1.PH * g1.PW, P2 = g2.PH * g2.PW;
+    const i64 M1 = g1.PH * g1.PW * O1, M2 = g2.PH * g2.PW * O2;
+    const i64 P1 = g1.PH * g1.PW, P2 = g2.PH * g2.PW;
     const i64 nseg = (T + seg - 1) / seg;
+    const LeakyArgs a1 = {leaky[0], leaky[1], leaky[2], leaky[3], leaky[4]};
+    const LeakyArgs a2 = {leaky[5], leaky[6], leaky[7], leaky[8], leaky[9]};
 #pragma omp parallel num_threads(team(B, nthreads))
     {
         const int tid = thread_id();
@@ -654,56 +690,65 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
         float* gb1 = gb1_parts + (i64)tid * OP1;
         float* gb2 = gb2_parts + (i64)tid * OP2;
         Layer l1(g1, L), l2(g2, RP2);
-        Scratch maps1(g1, seg);  // layer 1's nonzero maps of the segment's steps
-        float* useg = alloc_floats((seg + 1) * M);  // U1[t0 − 1 .. t0 + seg − 1]
+        Scratch maps1(g1, seg), maps2(g2, seg);  // nonzero maps of the segment's steps
+        float* useg1 = alloc_floats((seg + 1) * M1);  // U[t0 − 1 .. t0 + seg − 1]
+        float* useg2 = alloc_floats((seg + 1) * M2);
         uint8_t* win1 = (uint8_t*)malloc(seg * P1 * OP1 + L);
-        float* carry = alloc_floats(M);
-        float* xt = alloc_floats(M);
-        float* st = alloc_floats(M);
-        float* gs = alloc_floats(M);
+        uint8_t* win2 = (uint8_t*)malloc(seg * P2 * OP2 + L);
+        float* carry1 = alloc_floats(M1);
+        float* carry2 = alloc_floats(M2);
+        float* xt = alloc_floats(M1 > M2 ? M1 : M2);
+        float* st = alloc_floats(M1);
+        float* gs = alloc_floats(M1);
 #pragma omp for schedule(static)
         for (i64 b = 0; b < B; ++b) {
-            if (g_last)
-                memcpy(carry, g_last + b * M, sizeof(float) * M);
+            if (g_last1)
+                memcpy(carry1, g_last1 + b * M1, sizeof(float) * M1);
             else
-                memset(carry, 0, sizeof(float) * M);
+                memset(carry1, 0, sizeof(float) * M1);
+            if (g_last2)
+                memcpy(carry2, g_last2 + b * M2, sizeof(float) * M2);
+            else
+                memset(carry2, 0, sizeof(float) * M2);
             for (i64 j = nseg - 1; j >= 0; --j) {
                 const i64 t0 = j * seg, t1 = (t0 + seg < T) ? t0 + seg : T;
-                memcpy(useg, ck + (j * B + b) * M, sizeof(float) * M);
+                memcpy(useg1, ck1 + (j * B + b) * M1, sizeof(float) * M1);
+                memcpy(useg2, ck2 + (j * B + b) * M2, sizeof(float) * M2);
                 for (i64 t = t0; t < t1; ++t) {
-                    float* u = useg + (t - t0 + 1) * M;
-                    memcpy(u, u - M, sizeof(float) * M);
-                    Sample s1 = maps1.sample(g1, t - t0);
+                    const i64 k = t - t0;
+                    float* u1 = useg1 + (k + 1) * M1;
+                    float* u2 = useg2 + (k + 1) * M2;
+                    memcpy(u1, u1 - M1, sizeof(float) * M1);
+                    memcpy(u2, u2 - M2, sizeof(float) * M2);
+                    Sample s1 = maps1.sample(g1, k), s2 = maps2.sample(g2, k);
                     s1.scan(x1 + (t * B + b) * C1 * H1 * W1);
-                    forward_sample(s1, wext1, bias1, xt, win1 + (t - t0) * P1 * OP1);
-                    leaky_step(u, xt, NULL, M, beta, thr, reset_zero);
+                    forward_sample(s1, wext1, bias1, xt, win1 + k * P1 * OP1);
+                    leaky_step(u1, xt, st, M1, a1);
+                    s2.scan(st);
+                    forward_sample(s2, wext2, bias2, xt, win2 + k * P2 * OP2);
+                    leaky_step(u2, xt, NULL, M2, a2);
                 }
                 for (i64 t = t1 - 1; t >= t0; --t) {
-                    const i64 n = t * B + b;
-                    const float* ut = useg + (t - t0 + 1) * M;
-                    const float* uprev = ut - M;
-                    for (i64 i = 0; i < M; ++i) st[i] = (ut[i] - thr > 0.0f) ? 1.0f : 0.0f;
-                    l2.s.scan(st);
-                    forward_sample(l2.s, wext2, bias2, NULL, l2.winners);
-                    l2.backward(l2.s, gout2 + n * P2 * O2, l2.winners, gw2, gb2, wrow2, RP2, gs);
-                    for (i64 i = 0; i < M; ++i) {
-                        const float z = c2 * (ut[i] - thr);
-                        const float sg = (1.0f / (1.0f + z * z)) * c1;
-                        const float g = gs[i] * sg + carry[i];
-                        xt[i] = g;
-                        const float keep =
-                            reset_zero ? ((uprev[i] - thr > 0.0f) ? 0.0f : 1.0f) : 1.0f;
-                        carry[i] = g * beta * keep;
-                    }
-                    l1.backward(maps1.sample(g1, t - t0), xt, win1 + (t - t0) * P1 * OP1, gw1, gb1,
-                                NULL, 0, NULL);
+                    const i64 n = t * B + b, k = t - t0;
+                    const float* u2 = useg2 + (k + 1) * M2;
+                    leaky_step_backward(u2, u2 - M2, gs2 + n * M2, carry2, xt, M2, a2);
+                    l2.backward(maps2.sample(g2, k), xt, win2 + k * P2 * OP2, gw2, gb2, wrow2,
+                                RP2, gs);
+                    const float* u1 = useg1 + (k + 1) * M1;
+                    leaky_step_backward(u1, u1 - M1, gs, carry1, xt, M1, a1);
+                    l1.backward(maps1.sample(g1, k), xt, win1 + k * P1 * OP1, gw1, gb1, NULL, 0,
+                                NULL);
                 }
             }
-            if (gu0) memcpy(gu0 + b * M, carry, sizeof(float) * M);
+            if (gu01) memcpy(gu01 + b * M1, carry1, sizeof(float) * M1);
+            if (gu02) memcpy(gu02 + b * M2, carry2, sizeof(float) * M2);
         }
-        free(useg);
+        free(useg1);
+        free(useg2);
         free(win1);
-        free(carry);
+        free(win2);
+        free(carry1);
+        free(carry2);
         free(xt);
         free(st);
         free(gs);
