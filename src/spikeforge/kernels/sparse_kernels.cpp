@@ -23,7 +23,9 @@
 
 typedef int64_t i64;
 
-enum { L = 16, KMAX = 7 };
+// KROWS: kernel rows of the input gradient done per pass over a window's winners, so that the
+// weight rows those passes read (O·KROWS·K·C floats) stay in the L1 cache.
+enum { L = 16, KMAX = 7, KROWS = 3 };
 
 #ifdef SF_AVX512
 typedef __m512 vf;
@@ -401,49 +403,47 @@ extern "C" void scp_forward(const float* x, i64 N, i64 C, i64 H, i64 W, int chan
 // gradients) into gxbuf [HP, WP, C] (padded, channels-last): row ky of the kernel reaches padded
 // input row oy + ky, columns ox .. ox + K − 1, i.e. K·C consecutive floats of gxbuf, which is how
 // wrow [O, K, RP] holds the weight (element kx·C + c of row (o, ky), zero-padded to RP).
-// Chunks [k0, k0 + NCH) of 16 floats of those rows, with K·NCH accumulators in registers.
-template <int K, int NCH>
+// Kernel rows [ky0, ky0 + KY) and chunks [k0, k0 + NCH) of 16 floats of those rows, with KY·NCH
+// accumulators in registers; row_len = K·C.
+template <int KY, int NCH>
 static void input_grad_window(const int* list, const float* gval, int count, const float* wrow,
-                              i64 RP, i64 k0, float* dst, i64 row_stride, i64 row_len) {
-    vf acc[K][NCH];
-    for (int ky = 0; ky < K; ++ky)
+                              i64 K, i64 ky0, i64 RP, i64 k0, float* dst, i64 row_stride,
+                              i64 row_len) {
+    vf acc[KY][NCH];
+    for (int ky = 0; ky < KY; ++ky)
         for (int k = 0; k < NCH; ++k) acc[ky][k] = vzero();
     for (int j = 0; j < count; ++j) {
         const vf gv = vset(gval[j]);
-        const float* w = wrow + (i64)list[j] * K * RP + k0 * L;
-        for (int ky = 0; ky < K; ++ky)
+        const float* w = wrow + ((i64)list[j] * K + ky0) * RP + k0 * L;
+        for (int ky = 0; ky < KY; ++ky)
             for (int k = 0; k < NCH; ++k)
                 acc[ky][k] = vfma(gv, vload(w + ky * RP + k * L), acc[ky][k]);
     }
-    for (int ky = 0; ky < K; ++ky) {
-        float* d = dst + ky * row_stride + k0 * L;
+    for (int ky = 0; ky < KY; ++ky) {
+        float* d = dst + (ky0 + ky) * row_stride + k0 * L;
         for (int k = 0; k < NCH; ++k)
             vstore_n(d + k * L, vadd(vload(d + k * L), acc[ky][k]), row_len - (k0 + k) * L);
     }
 }
 
-typedef void (*WindowGrad)(const int*, const float*, int, const float*, i64, i64, float*, i64,
-                           i64);
+typedef void (*WindowGrad)(const int*, const float*, int, const float*, i64, i64, i64, i64,
+                           float*, i64, i64);
 
-template <int K>
-static WindowGrad window_grad_k(int nch) {
+template <int KY>
+static WindowGrad window_grad_rows(int nch) {
     switch (nch) {
-        case 1: return input_grad_window<K, 1>;
-        case 2: return input_grad_window<K, 2>;
-        case 3: return input_grad_window<K, 3>;
-        default: return input_grad_window<K, 4>;
+        case 1: return input_grad_window<KY, 1>;
+        case 2: return input_grad_window<KY, 2>;
+        case 3: return input_grad_window<KY, 3>;
+        default: return input_grad_window<KY, 4>;
     }
 }
 
-static WindowGrad window_grad(i64 K, int nch) {
-    switch (K) {
-        case 1: return window_grad_k<1>(nch);
-        case 2: return window_grad_k<2>(nch);
-        case 3: return window_grad_k<3>(nch);
-        case 4: return window_grad_k<4>(nch);
-        case 5: return window_grad_k<5>(nch);
-        case 6: return window_grad_k<6>(nch);
-        default: return window_grad_k<7>(nch);
+static WindowGrad window_grad(i64 rows, int nch) {
+    switch (rows) {
+        case 1: return window_grad_rows<1>(nch);
+        case 2: return window_grad_rows<2>(nch);
+        default: return window_grad_rows<KROWS>(nch);
     }
 }
 
@@ -465,14 +465,17 @@ static void input_grad(const Geometry& g, const float* gn, const uint8_t* an, co
                 gval[q * O + count[q]] = v;
                 ++count[q];
             }
-            for (int q = 0; q < 4; ++q) {
-                if (!count[q]) continue;
-                const i64 oy = 2 * py + (q >> 1), ox = 2 * px + (q & 1);
-                float* dst = gxbuf + (oy * WP + ox) * C;
-                for (i64 k0 = 0; k0 < nchunks; k0 += 4) {
-                    const int nch = (int)(nchunks - k0 < 4 ? nchunks - k0 : 4);
-                    window_grad(K, nch)(list + q * O, gval + q * O, count[q], wrow, RP, k0, dst,
-                                        WP * C, K * C);
+            for (i64 ky0 = 0; ky0 < K; ky0 += KROWS) {
+                const i64 rows = K - ky0 < KROWS ? K - ky0 : KROWS;
+                for (int q = 0; q < 4; ++q) {
+                    if (!count[q]) continue;
+                    const i64 oy = 2 * py + (q >> 1), ox = 2 * px + (q & 1);
+                    float* dst = gxbuf + (oy * WP + ox) * C;
+                    for (i64 k0 = 0; k0 < nchunks; k0 += 4) {
+                        const int nch = (int)(nchunks - k0 < 4 ? nchunks - k0 : 4);
+                        window_grad(rows, nch)(list + q * O, gval + q * O, count[q], wrow, K, ky0,
+                                               RP, k0, dst, WP * C, K * C);
+                    }
                 }
             }
         }
