@@ -103,12 +103,14 @@ def test_all_zero_input_gives_bias_and_first_position_gradients():
 @pytest.mark.parametrize("reset, segment, counts", [
     ("subtract", 3, False), ("zero", 3, True), ("subtract", 16, True)])
 def test_fused_blocks_equal_layers_with_state_gradients(reset, segment, counts, monkeypatch):
-    """hidden_blocks against Conv → MaxPool → Leaky → Conv → MaxPool → Leaky (reference loops),
-    from membranes that need a gradient, with a loss on the final membranes too; 7 steps in
-    backward segments of 3, 3, 1 (or one of 7); event counts; one conv without bias."""
+    """hidden_blocks against Conv → MaxPool → Leaky → Conv → MaxPool → Leaky (reference loops) →
+    Flatten → Linear, from membranes that need a gradient, with a loss on the final membranes
+    too; 7 steps in backward segments of 3, 3, 1 (or one of 7); event counts; layers without
+    bias."""
     monkeypatch.setattr(sparse, "SEGMENT", segment)
     torch.manual_seed(1)
     conv1, conv2, pool = nn.Conv2d(2, 12, 5), nn.Conv2d(12, 32, 5, bias=counts), nn.MaxPool2d(2)
+    fc = nn.Linear(800, 10, bias=not counts)
     with torch.no_grad():
         conv1.weight.mul_(4 / (1 + counts))
         conv2.weight.mul_(3)
@@ -119,21 +121,20 @@ def test_fused_blocks_equal_layers_with_state_gradients(reset, segment, counts, 
     n2 = Leaky(0.4, threshold=1.1, reset=reset, surrogate=ATan(2.0), backend="reference")
     n1.v, n2.v = u01, u02
     spikes1 = n1(_dense(frames, conv1).permute(0, 1, 4, 2, 3))
-    want = n2(_dense(spikes1, conv2).permute(0, 1, 4, 2, 3)).permute(0, 1, 3, 4, 2)
-    assert 0.02 < spikes1.mean() < 0.6 and 0.02 < want.mean() < 0.6
-    wants = [want, n1.v.permute(0, 2, 3, 1), n2.v.permute(0, 2, 3, 1)]
+    spikes2 = n2(_dense(spikes1, conv2).permute(0, 1, 4, 2, 3))
+    assert 0.02 < spikes1.mean() < 0.6 and 0.02 < spikes2.mean() < 0.6
+    wants = [fc(spikes2.flatten(2)), n1.v.permute(0, 2, 3, 1), n2.v.permute(0, 2, 3, 1)]
     got = sparse.hidden_blocks(
         frames, conv1, pool, sparse.LeakyArgs(u01.permute(0, 2, 3, 1), 0.7, 0.9, reset == "zero",
                                               ATan(3.0)),
         conv2, pool, sparse.LeakyArgs(u02.permute(0, 2, 3, 1), 0.4, 1.1, reset == "zero",
-                                      ATan(2.0)))
-    assert torch.equal(got[0], want)
-    for a, b in zip(got[1:], wants[1:], strict=True):
+                                      ATan(2.0)), fc)
+    for a, b in zip(got, wants, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     gen = torch.Generator().manual_seed(2)
     gs = [torch.randn(w.shape, generator=gen) for w in wants]
-    params = [p for p in (conv1.weight, conv1.bias, conv2.weight, conv2.bias, u01, u02)
-              if p is not None]
+    params = [p for p in (conv1.weight, conv1.bias, conv2.weight, conv2.bias, fc.weight, fc.bias,
+                          u01, u02) if p is not None]
     ref = torch.autograd.grad(sum((w * g).sum() for w, g in zip(wants, gs, strict=True)), params)
     out = torch.autograd.grad(sum((w * g).sum() for w, g in zip(got, gs, strict=True)), params)
     for a, b in zip(out, ref, strict=True):

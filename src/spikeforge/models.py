@@ -95,7 +95,7 @@ class NmnistCSNN(nn.Module):
     """12C5-MP2-32C5-MP2-800FC10 with Leaky(β) neurons: snnTorch's N-MNIST tutorial net.
 
     On sparse CPU frames both Conv-MaxPool blocks run from the nonzero inputs only (events, then
-    binary spikes), fused with their Leaky neurons into one pass per sample
+    binary spikes), fused with their Leaky neurons and the Linear into one pass per sample
     (:func:`spikeforge.kernels.sparse.hidden_blocks`; layer by layer with
     :func:`~spikeforge.kernels.sparse.conv_pool` where the fused pass does not apply), with the
     activations channels-last ([T, B, H, W, C]) so no layer transposes; equal to the dense
@@ -114,27 +114,27 @@ class NmnistCSNN(nn.Module):
 
     def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         net = self.net
-        s = self._fused_blocks(frames) if frames.dim() == 5 else None
-        if s is None:
-            h = sparse.conv_pool(frames, net[0].module, net[1].module)
-            if h is None:
-                return net(frames)
-            s = self._leaky_channels_last(net[2], h)
-            h = sparse.conv_pool(s, net[3].module, net[4].module, channels_last=True,
-                                 max_density=1)
-            if h is None:
-                return net[3:](s.permute(0, 1, 4, 2, 3))
-            s = self._leaky_channels_last(net[5], h)
+        x = self._fused(frames) if frames.dim() == 5 else None
+        if x is not None:
+            return net[8](x)
+        h = sparse.conv_pool(frames, net[0].module, net[1].module)
+        if h is None:
+            return net(frames)
+        s = self._leaky_channels_last(net[2], h)
+        h = sparse.conv_pool(s, net[3].module, net[4].module, channels_last=True, max_density=1)
+        if h is None:
+            return net[3:](s.permute(0, 1, 4, 2, 3))
+        s = self._leaky_channels_last(net[5], h)
         t, b, height, width, channels = s.shape
         fc = net[7].module
         weight = fc.weight.view(-1, channels, height, width).permute(0, 2, 3, 1)
         return net[8](F.linear(s.reshape(t, b, -1), weight.reshape(fc.weight.shape), fc.bias))
 
-    def _fused_blocks(self, frames: Tensor) -> Tensor | None:
-        """Both Conv-MaxPool-Leaky blocks in one pass (:func:`spikeforge.kernels.sparse.
-        hidden_blocks`) → spikes [T, B, 5, 5, 32] channels-last, or None where that does not
-        apply (see there; also a recording, learnable-β, per-channel-β or non-fused-backend
-        neuron)."""
+    def _fused(self, frames: Tensor) -> Tensor | None:
+        """Both Conv-MaxPool-Leaky blocks and the Linear in one pass
+        (:func:`spikeforge.kernels.sparse.hidden_blocks`) → [T, B, 10], or None where that does
+        not apply (see there; also a recording, learnable-β, per-channel-β or non-fused-backend
+        hidden neuron)."""
         net = self.net
         args = []
         for neuron in (net[2], net[5]):
@@ -146,11 +146,11 @@ class NmnistCSNN(nn.Module):
             args.append(sparse.LeakyArgs(u0, neuron.beta.clamp(0, 1).item(), neuron.threshold,
                                          neuron.reset == "zero", neuron.surrogate))
         out = sparse.hidden_blocks(frames, net[0].module, net[1].module, args[0], net[3].module,
-                                   net[4].module, args[1])
+                                   net[4].module, args[1], net[7].module)
         if out is None:
             return None
-        spikes, net[2].v, net[5].v = out[0], out[1].permute(0, 3, 1, 2), out[2].permute(0, 3, 1, 2)
-        return spikes
+        x, net[2].v, net[5].v = out[0], out[1].permute(0, 3, 1, 2), out[2].permute(0, 3, 1, 2)
+        return x
 
     @staticmethod
     def _leaky_channels_last(neuron: Leaky, x: Tensor) -> Tensor:

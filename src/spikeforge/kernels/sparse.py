@@ -51,9 +51,10 @@ _SIGNATURES = {
     "scp_forward": [_P, _I, _I, _I, _I, _C, _P, _P, _I, _I, _I, _I, _P, _P, _C],
     "scp_backward": [_P, _I, _I, _I, _I, _C, _P, _P, _I, _I, _I, _I, _P, _P, _P, _I, _P, _C],
     "block_forward": [_P, _I, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _P,
-                      _P, _P, _I, _P, _P, _P, _P, _P, _C],
+                      _P, _I, _I, _P, _P, _P, _I, _P, _P, _P, _P, _P, _C],
     "block_backward": [_P, _I, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _P, _P, _P, _I, _I, _I, _I,
-                       _I, _P, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _C],
+                       _I, _P, _I, _I, _P, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P,
+                       _C],
 }
 
 
@@ -207,64 +208,84 @@ class LeakyArgs(NamedTuple):
     surrogate: Surrogate
 
 
+def _linear_weights(w3: Tensor, shape2: tuple[int, int, int]) -> Tensor:
+    """The Linear weight [O3, C2·H2·W2] (flattened NCHW) with its inputs in channels-last order
+    [O3, H2·W2·C2]."""
+    c, h, w = shape2
+    return w3.detach().view(-1, c, h, w).permute(0, 2, 3, 1).reshape(w3.shape[0], -1)
+
+
 class _Block(torch.autograd.Function):
-    """Conv-MaxPool → Leaky → Conv-MaxPool → Leaky in one pass (``block_forward``): frames
-    [T, B, C, H, W] → (S2 [T, B, H2, W2, O2], U1[T − 1], U2[T − 1]), channels-last."""
+    """Conv-MaxPool → Leaky → Conv-MaxPool → Leaky → Linear in one pass (``block_forward``):
+    frames [T, B, C, H, W] → (X3 [T, B, O3], U1[T − 1], U2[T − 1]), membranes channels-last."""
 
     @staticmethod
-    def forward(ctx, frames, w1, b1, w2, b2, u01, u02, leaky, pads):
+    def forward(ctx, frames, w1, b1, w2, b2, w3, b3, u01, u02, leaky, pads):
         t, b, c, h, w = frames.shape
-        (o1, _, k1, _), (o2, _, k2, _) = w1.shape, w2.shape
+        (o1, _, k1, _), (o2, _, k2, _), o3 = w1.shape, w2.shape, w3.shape[0]
         pad1, pad2 = pads
         wext1, bp1 = _forward_weights(w1, b1)
         wext2, bp2 = _forward_weights(w2, b2)
+        op3 = _pad16(o3)
+        w3t = torch.zeros(w3.shape[1], op3)
+        w3t[:, :o3] = _linear_weights(w3, (o2, *u02.shape[1:3])).t()
+        bp3 = torch.zeros(op3)
+        if b3 is not None:
+            bp3[:o3] = b3.detach()
         segments = -(-t // SEGMENT)
         ck1, ck2 = torch.empty(segments, *u01.shape), torch.empty(segments, *u02.shape)
         u_last1, u_last2 = torch.empty(u01.shape), torch.empty(u02.shape)
-        s2 = torch.empty(t, *u02.shape)
+        x3 = torch.empty(t, b, o3)
         library().block_forward(
             frames.data_ptr(), t, b, c, h, w, wext1.data_ptr(), bp1.data_ptr(), o1, _pad16(o1),
-            k1, pad1, wext2.data_ptr(), bp2.data_ptr(), o2, _pad16(o2), k2, pad2,
-            leaky.data_ptr(), u01.data_ptr(), u02.data_ptr(), SEGMENT, ck1.data_ptr(),
-            ck2.data_ptr(), u_last1.data_ptr(), u_last2.data_ptr(), s2.data_ptr(),
-            torch.get_num_threads())
-        ctx.save_for_backward(frames, w1, b1, w2, b2, ck1, ck2, leaky)
+            k1, pad1, wext2.data_ptr(), bp2.data_ptr(), o2, _pad16(o2), k2, pad2, w3t.data_ptr(),
+            bp3.data_ptr(), o3, op3, leaky.data_ptr(), u01.data_ptr(), u02.data_ptr(), SEGMENT,
+            ck1.data_ptr(), ck2.data_ptr(), u_last1.data_ptr(), u_last2.data_ptr(),
+            x3.data_ptr(), torch.get_num_threads())
+        ctx.save_for_backward(frames, w1, b1, w2, b2, w3, b3, ck1, ck2, leaky)
         ctx.pads = pads
-        return s2, u_last1, u_last2
+        return x3, u_last1, u_last2
 
     @staticmethod
-    def backward(ctx, gs2, g_last1, g_last2):
-        frames, w1, b1, w2, b2, ck1, ck2, leaky = ctx.saved_tensors
+    def backward(ctx, gx3, g_last1, g_last2):
+        frames, w1, b1, w2, b2, w3, b3, ck1, ck2, leaky = ctx.saved_tensors
         pad1, pad2 = ctx.pads
         t, b, c, h, w = frames.shape
-        (o1, _, k1, _), (o2, _, k2, _) = w1.shape, w2.shape
-        op1, op2, rp2 = _pad16(o1), _pad16(o2), _pad16(k2 * o1)
+        (o1, _, k1, _), (o2, _, k2, _), o3 = w1.shape, w2.shape, w3.shape[0]
+        op1, op2, op3, rp2 = _pad16(o1), _pad16(o2), _pad16(o3), _pad16(k2 * o1)
+        shape2 = (o2, *ck2.shape[2:4])
         wext1, bp1 = _forward_weights(w1, b1)
         wext2, bp2 = _forward_weights(w2, b2)
         wrow2 = torch.zeros(o2, k2, rp2)
         wrow2[..., :k2 * o1] = w2.detach().permute(0, 2, 3, 1).reshape(o2, k2, k2 * o1)
+        w3cl = _linear_weights(w3, shape2).contiguous()
         threads = torch.get_num_threads()
         gw1 = torch.zeros(threads, c, k1 + 2, k1 + 2, op1)
         gw2 = torch.zeros(threads, o1, k2 + 2, k2 + 2, op2)
-        gb1, gb2 = torch.zeros(threads, op1), torch.zeros(threads, op2)
-        gu01 = torch.empty(ck1.shape[1:]) if ctx.needs_input_grad[5] else None
-        gu02 = torch.empty(ck2.shape[1:]) if ctx.needs_input_grad[6] else None
-        gs2 = torch.zeros(t, *ck2.shape[1:]) if gs2 is None else gs2.float().contiguous()
+        gw3 = torch.zeros(threads, w3.shape[1], op3)
+        gb1, gb2, gb3 = torch.zeros(threads, op1), torch.zeros(threads, op2), torch.zeros(threads,
+                                                                                           op3)
+        gu01 = torch.empty(ck1.shape[1:]) if ctx.needs_input_grad[7] else None
+        gu02 = torch.empty(ck2.shape[1:]) if ctx.needs_input_grad[8] else None
+        gx3 = torch.zeros(t, b, o3) if gx3 is None else gx3.float().contiguous()
         g_last1, g_last2 = (None if g is None else g.float().contiguous()
                             for g in (g_last1, g_last2))
         library().block_backward(
             frames.data_ptr(), t, b, c, h, w, wext1.data_ptr(), bp1.data_ptr(), o1, op1, k1, pad1,
             wext2.data_ptr(), bp2.data_ptr(), wrow2.data_ptr(), rp2, o2, op2, k2, pad2,
-            leaky.data_ptr(), SEGMENT, ck1.data_ptr(), ck2.data_ptr(), gs2.data_ptr(),
-            _ptr(g_last1), _ptr(g_last2), gw1.data_ptr(), gb1.data_ptr(), gw2.data_ptr(),
-            gb2.data_ptr(), _ptr(gu01), _ptr(gu02), threads)
+            w3cl.data_ptr(), o3, op3, leaky.data_ptr(), SEGMENT, ck1.data_ptr(), ck2.data_ptr(),
+            gx3.data_ptr(), _ptr(g_last1), _ptr(g_last2), gw1.data_ptr(), gb1.data_ptr(),
+            gw2.data_ptr(), gb2.data_ptr(), gw3.data_ptr(), gb3.data_ptr(), _ptr(gu01),
+            _ptr(gu02), threads)
 
-        def weight(parts, o):
+        def conv_weight(parts, o):
             return parts.sum(0)[:, 1:-1, 1:-1, :o].permute(3, 0, 1, 2).contiguous()
 
-        return (None, weight(gw1, o1), gb1.sum(0)[:o1] if b1 is not None else None,
-                weight(gw2, o2), gb2.sum(0)[:o2] if b2 is not None else None, gu01, gu02, None,
-                None)
+        gw3 = gw3.sum(0)[:, :o3].t().reshape(o3, shape2[1], shape2[2], o2)
+        return (None, conv_weight(gw1, o1), gb1.sum(0)[:o1] if b1 is not None else None,
+                conv_weight(gw2, o2), gb2.sum(0)[:o2] if b2 is not None else None,
+                gw3.permute(0, 3, 1, 2).reshape(w3.shape), gb3.sum(0)[:o3] if b3 is not None
+                else None, gu01, gu02, None, None)
 
 
 def _leaky_floats(a: LeakyArgs) -> list[float]:
@@ -274,27 +295,30 @@ def _leaky_floats(a: LeakyArgs) -> list[float]:
 
 
 def hidden_blocks(frames: Tensor, conv1: nn.Module, pool1: nn.Module, leaky1: LeakyArgs,
-                  conv2: nn.Module, pool2: nn.Module, leaky2: LeakyArgs,
+                  conv2: nn.Module, pool2: nn.Module, leaky2: LeakyArgs, linear: nn.Module,
                   ) -> tuple[Tensor, Tensor, Tensor] | None:
-    """Conv1 → MaxPool2 → Leaky → Conv2 → MaxPool2 → Leaky over sparse event ``frames``
-    [T, B, C, H, W] as one pass per sample that keeps only the spikes out and a membrane every
-    :data:`SEGMENT` steps in memory (backward recomputes the rest): returns (spikes
-    [T, B, H2, W2, O2], U1[T − 1] [B, H1, W1, O1], U2[T − 1] [B, H2, W2, O2]), channels-last and
-    differentiable w.r.t. the four conv parameters and both initial membranes; or None where that
-    does not apply (see :func:`conv_pool`; also a surrogate other than ATan), so callers run the
-    layers one by one. The Leaky steps follow the CPU neuron kernel's operation order: identical
-    spikes."""
+    """Conv1 → MaxPool2 → Leaky → Conv2 → MaxPool2 → Leaky → Flatten → Linear over sparse event
+    ``frames`` [T, B, C, H, W] as one pass per sample that keeps only the Linear's output and a
+    membrane every :data:`SEGMENT` steps in memory (backward recomputes the rest): returns
+    (X3 [T, B, O3], U1[T − 1] [B, H1, W1, O1], U2[T − 1] [B, H2, W2, O2]), membranes
+    channels-last, differentiable w.r.t. the six layer parameters and both initial membranes;
+    or None where that does not apply (see :func:`conv_pool`; also a surrogate other than ATan),
+    so callers run the layers one by one. The Leaky steps follow the CPU neuron kernel's
+    operation order: identical spikes."""
     out1 = conv1.out_channels if isinstance(conv1, nn.Conv2d) else None
     if (any(getattr(a.surrogate, "name", None) != "atan" for a in (leaky1, leaky2))
             or not isinstance(conv2, nn.Conv2d) or conv2.in_channels != out1
             or conv2.weight.dtype != torch.float32 or conv2.weight.device.type != "cpu"
-            or not _fits(conv2, pool2) or frames.requires_grad or frames.dim() != 5):
+            or not _fits(conv2, pool2) or frames.requires_grad or frames.dim() != 5
+            or not isinstance(linear, nn.Linear) or linear.weight.dtype != torch.float32
+            or linear.weight.device.type != "cpu"):
         return None
     k1, pad1 = conv1.kernel_size[0], conv1.padding[0]
     k2, pad2 = conv2.kernel_size[0], conv2.padding[0]
     size1 = [(n + 2 * pad1 - k1 + 1) // 2 for n in frames.shape[-2:]]
     size2 = [(n + 2 * pad2 - k2 + 1) // 2 for n in size1]
-    if size1[1] + 2 * pad2 > MAX_WIDTH or min(size2) < 1:
+    if (size1[1] + 2 * pad2 > MAX_WIDTH or min(size2) < 1
+            or linear.in_features != conv2.out_channels * size2[0] * size2[1]):
         return None
     if not _applies(frames, conv1, pool1, False) or not _sparse_enough(frames, MAX_DENSITY):
         return None
@@ -305,5 +329,5 @@ def hidden_blocks(frames: Tensor, conv1: nn.Module, pool1: nn.Module, leaky1: Le
                 else torch.zeros(b, *size, o)
                 for a, size, o in ((leaky1, size1, out1), (leaky2, size2, conv2.out_channels)))
     leaky = torch.tensor(_leaky_floats(leaky1) + _leaky_floats(leaky2))
-    return _Block.apply(frames.contiguous(), conv1.weight, conv1.bias, conv2.weight,
-                        conv2.bias, u01, u02, leaky, (pad1, pad2))
+    return _Block.apply(frames.contiguous(), conv1.weight, conv1.bias, conv2.weight, conv2.bias,
+                        linear.weight, linear.bias, u01, u02, leaky, (pad1, pad2))

@@ -616,28 +616,40 @@ static inline void leaky_step_backward(const float* ut, const float* uprev, cons
     }
 }
 
-// u0 [2] → U1[−1] [B, M1], U2[−1] [B, M2] (M1 = PH1·PW1·O1, M2 = PH2·PW2·O2, channels-last);
-// leaky: the two layers' LeakyArgs. Writes s2 [T, B, PH2, PW2, O2], the segment starts
-// ck1 [ceil(T / seg), B, M1] and ck2 [.., B, M2] (U[j·seg − 1]) and u_last1/2 (U[T − 1]).
+// The Linear layer after the blocks, out[o] = b3[o] + Σ_m s[m]·W3[o, m], from the nonzero spikes
+// s [M2] with w3t [M2, OP3] (W3 transposed, outputs padded to OP3) and b3 [OP3].
+static inline void linear_forward(const float* s, i64 M2, const float* w3t, const float* b3,
+                                  i64 O3, i64 OP3, float* out) {
+    for (i64 o = 0; o < OP3; o += L) {
+        vf acc = vload(b3 + o);
+        for_nonzero(s, M2, [&](i64 m, float v) { acc = vfma(vset(v), vload(w3t + m * OP3 + o), acc); });
+        vstore_n(out + o, acc, O3 - o);
+    }
+}
+
+// u01/u02: U1[−1] [B, M1], U2[−1] [B, M2] (M1 = PH1·PW1·O1, M2 = PH2·PW2·O2, channels-last);
+// leaky: the two layers' LeakyArgs; w3t, b3: the Linear layer (see linear_forward). Writes
+// x3 [T, B, O3] (the Linear's output), the segment starts ck1 [ceil(T / seg), B, M1] and
+// ck2 [.., B, M2] (U[j·seg − 1]) and u_last1/2 (U[T − 1]).
 extern "C" void block_forward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i64 W1,
                               const float* wext1, const float* bias1, i64 O1, i64 OP1, i64 K1,
                               i64 pad1, const float* wext2, const float* bias2, i64 O2, i64 OP2,
-                              i64 K2, i64 pad2, const float* leaky, const float* u01,
-                              const float* u02, i64 seg, float* ck1, float* ck2, float* u_last1,
-                              float* u_last2, float* s2, int nthreads) {
+                              i64 K2, i64 pad2, const float* w3t, const float* b3, i64 O3,
+                              i64 OP3, const float* leaky, const float* u01, const float* u02,
+                              i64 seg, float* ck1, float* ck2, float* u_last1, float* u_last2,
+                              float* x3, int nthreads) {
     const Geometry g1 = geometry(C1, H1, W1, O1, OP1, K1, pad1, 0);
     const Geometry g2 = geometry(O1, g1.PH, g1.PW, O2, OP2, K2, pad2, 1);
     const i64 M1 = g1.PH * g1.PW * O1, M2 = g2.PH * g2.PW * O2;
     const LeakyArgs a1 = {leaky[0], leaky[1], leaky[2], leaky[3], leaky[4]};
     const LeakyArgs a2 = {leaky[5], leaky[6], leaky[7], leaky[8], leaky[9]};
-    advise_huge(s2, T * B * M2 * (i64)sizeof(float));
 #pragma omp parallel num_threads(team(B, nthreads))
     {
         Layer l1(g1, L), l2(g2, L);
         float* u1 = alloc_floats(M1);
         float* u2 = alloc_floats(M2);
         float* xt = alloc_floats(M1 > M2 ? M1 : M2);
-        float* st = alloc_floats(M1);
+        float* st = alloc_floats(M1 > M2 ? M1 : M2);
 #pragma omp for schedule(static)
         for (i64 b = 0; b < B; ++b) {
             memcpy(u1, u01 + b * M1, sizeof(float) * M1);
@@ -653,7 +665,8 @@ extern "C" void block_forward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i64
                 leaky_step(u1, xt, st, M1, a1);
                 l2.s.scan(st);
                 forward_sample(l2.s, wext2, bias2, xt, NULL);
-                leaky_step(u2, xt, s2 + n * M2, M2, a2);
+                leaky_step(u2, xt, st, M2, a2);
+                linear_forward(st, M2, w3t, b3, O3, OP3, x3 + n * O3);
             }
             memcpy(u_last1 + b * M1, u1, sizeof(float) * M1);
             memcpy(u_last2 + b * M2, u2, sizeof(float) * M2);
@@ -665,8 +678,10 @@ extern "C" void block_forward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i64
     }
 }
 
-// Backward of block_forward from gs2 = dL/dS2 [T, B, M2] and g_last1/2 = dL/dU[T − 1] (NULL:
-// none). Per b in reverse time: the second Leaky gives dL/dX2; layer 2's winners route it to
+// Backward of block_forward from gx3 = dL/dX3 [T, B, O3] and g_last1/2 = dL/dU[T − 1] (NULL:
+// none). Per b in reverse time: the Linear layer (w3 [O3, M2]) gives dL/dS2 and adds to gw3_parts
+// [nthreads, M2, OP3] and gb3_parts [nthreads, OP3] (S2 recomputed from U2); the second Leaky
+// gives dL/dX2; layer 2's winners route it to
 // dL/dS1 and to layer 2's weight; the first Leaky gives dL/dX1, which layer 1's winners route to
 // its weight. gw*_parts [nthreads, C, KE, KE, OP] and gb*_parts [nthreads, OP] zeroed by the
 // caller; gu01/2 [B, M] (NULL: not needed) receive dL/dU[−1].
@@ -674,10 +689,12 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
                                const float* wext1, const float* bias1, i64 O1, i64 OP1, i64 K1,
                                i64 pad1, const float* wext2, const float* bias2,
                                const float* wrow2, i64 RP2, i64 O2, i64 OP2, i64 K2, i64 pad2,
-                               const float* leaky, i64 seg, const float* ck1, const float* ck2,
-                               const float* gs2, const float* g_last1, const float* g_last2,
-                               float* gw1_parts, float* gb1_parts, float* gw2_parts,
-                               float* gb2_parts, float* gu01, float* gu02, int nthreads) {
+                               const float* w3, i64 O3, i64 OP3, const float* leaky, i64 seg,
+                               const float* ck1, const float* ck2, const float* gx3,
+                               const float* g_last1, const float* g_last2, float* gw1_parts,
+                               float* gb1_parts, float* gw2_parts, float* gb2_parts,
+                               float* gw3_parts, float* gb3_parts, float* gu01, float* gu02,
+                               int nthreads) {
     const Geometry g1 = geometry(C1, H1, W1, O1, OP1, K1, pad1, 0);
     const Geometry g2 = geometry(O1, g1.PH, g1.PW, O2, OP2, K2, pad2, 1);
     const i64 M1 = g1.PH * g1.PW * O1, M2 = g2.PH * g2.PW * O2;
@@ -692,6 +709,8 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
         float* gw2 = gw2_parts + (i64)tid * O1 * g2.KE * g2.KE * OP2;
         float* gb1 = gb1_parts + (i64)tid * OP1;
         float* gb2 = gb2_parts + (i64)tid * OP2;
+        float* gw3 = gw3_parts + (i64)tid * M2 * OP3;
+        float* gb3 = gb3_parts + (i64)tid * OP3;
         Layer l1(g1, L), l2(g2, RP2);
         Scratch maps1(g1, seg), maps2(g2, seg);  // nonzero maps of the segment's steps
         float* useg1 = alloc_floats((seg + 1) * M1);  // U[t0 − 1 .. t0 + seg − 1]
@@ -702,7 +721,7 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
         float* carry2 = alloc_floats(M2);
         float* xt = alloc_floats(M1 > M2 ? M1 : M2);
         float* st = alloc_floats(M1);
-        float* gs = alloc_floats(M1);
+        float* gs = alloc_floats(M1 > M2 ? M1 : M2);
 #pragma omp for schedule(static)
         for (i64 b = 0; b < B; ++b) {
             if (g_last1)
@@ -734,7 +753,23 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
                 for (i64 t = t1 - 1; t >= t0; --t) {
                     const i64 n = t * B + b, k = t - t0;
                     const float* u2 = useg2 + (k + 1) * M2;
-                    leaky_step_backward(u2, u2 - M2, gs2 + n * M2, carry2, xt, M2, a2);
+                    const float* gn3 = gx3 + n * O3;
+                    for (i64 m = 0; m < M2; m += L) {  // dL/dS2 = gx3 · W3
+                        vf acc = vzero();
+                        for (i64 o = 0; o < O3; ++o)
+                            acc = vfma(vset(gn3[o]), vload_n(w3 + o * M2 + m, M2 - m), acc);
+                        vstore_n(gs + m, acc, M2 - m);
+                    }
+                    for (i64 i = 0; i < M2; ++i) st[i] = (u2[i] - a2.thr > 0.0f) ? 1.0f : 0.0f;
+                    for (i64 o = 0; o < OP3; o += L) {
+                        const vf g3 = vload_n(gn3 + o, O3 - o);
+                        vstore(gb3 + o, vadd(vload(gb3 + o), g3));
+                        for_nonzero(st, M2, [&](i64 m, float v) {
+                            float* d = gw3 + m * OP3 + o;
+                            vstore(d, vfma(vset(v), g3, vload(d)));
+                        });
+                    }
+                    leaky_step_backward(u2, u2 - M2, gs, carry2, xt, M2, a2);
                     l2.backward(maps2.sample(g2, k), xt, win2 + k * P2 * OP2, gw2, gb2, wrow2,
                                 RP2, gs);
                     const float* u1 = useg1 + (k + 1) * M1;
