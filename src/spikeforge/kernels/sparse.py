@@ -2,10 +2,9 @@
 
 N-MNIST frames are 1–2 % nonzero and the spike maps between layers are binary, so a dense
 convolution spends most of its work on zeros and writes a full-resolution output that only the
-pooling reads. :func:`conv_pool` scatters the convolution from the nonzero inputs into a small
-per-sample buffer holding only the outputs that floor-mode pooling reads, pools it at once and
-keeps the winner of every window (first maximum wins, as torch). Its backward uses that only
-the winner of a window has a gradient:
+pooling reads. Here every pooling window's four convolution outputs are summed in registers
+from the window's nonzero inputs only and pooled at once, keeping the winner (first maximum
+wins, as torch; NaN propagates). Backward uses that only the winner of a window has a gradient:
 
     dL/dx[c, i, j]     = Σ_{o, p}  g[o, p] · W[o, c, i − y_p + pad, j − x_p + pad]
     dL/dW[o, c, a, b]  = Σ_{n, p}  g[n, o, p] · x[n, c, y_p + a − pad, x_p + b − pad]
@@ -13,12 +12,20 @@ the winner of a window has a gradient:
 
 with g the pooled gradient and (y_p, x_p) the winning position of window p for channel o; the
 input gradient is a scatter from the pooled gradients, the weight gradient a gather at the
-nonzero inputs. Activations are channels-last (``[T, B, H, W, C]``) on the way out, so layers
-chained through elementwise neurons need no transposes. The kernels (``sparse_kernels.cpp``,
-AVX-512 where the CPU has it) are compiled on first use, see :mod:`.build`. Results equal the
-dense layers up to float summation order; :func:`conv_pool` returns None where the kernels do
-not apply, so callers fall back to their dense layers.
+nonzero inputs.
+
+- :func:`conv_pool`: one Conv-MaxPool layer, channels-last output (``[T, B, H, W, C]``) so
+  layers chained through elementwise neurons need no transposes.
+- :func:`hidden_blocks`: N-MNIST's whole hidden net (Conv-MaxPool-Leaky twice, then the Linear)
+  as one pass per sample, so only the Linear's output and a membrane every :data:`SEGMENT` steps
+  reach memory; backward recomputes the rest segment by segment.
+
+The kernels (``sparse_kernels.cpp``, AVX-512 where the CPU has it) are compiled on first use, see
+:mod:`.build`. Results equal the dense layers up to float summation order (the Leaky steps
+bit-identical to the CPU neuron kernel); both functions return None where the kernels do not
+apply, so callers fall back to their dense layers.
 """
+
 
 from __future__ import annotations
 
@@ -62,14 +69,9 @@ _SIGNATURES = {
 def library() -> ctypes.CDLL | None:
     """The compiled sparse kernels, or None where they cannot be built here."""
     try:
-        lib = build.load(Path(__file__).with_name("sparse_kernels.cpp"))
+        return build.bind(Path(__file__).with_name("sparse_kernels.cpp"), _SIGNATURES)
     except build.BuildError:
         return None
-    for name, argtypes in _SIGNATURES.items():
-        fn = getattr(lib, name)
-        fn.argtypes = argtypes
-        fn.restype = None
-    return lib
 
 
 def _pad16(n: int) -> int:

@@ -1,13 +1,16 @@
 // Sparse Conv2d(K×K, stride 1, zero padding) → MaxPool2d(2) for event frames and spike maps.
 //
-// Forward, per sample: the convolution is scattered from the nonzero inputs only (each adds
-// v·W[:, c, ky, kx] to the K×K outputs it reaches) into a small buffer holding just the 2·PH ×
-// 2·PW outputs that floor-mode pooling reads, then pooled at once, keeping the winning position
-// (first maximum wins, NaN propagates: torch's rule). Backward uses that only the winner of each
-// pooling window has a gradient: the input gradient is scattered from the PH·PW·O pooled
+// Forward, per sample: the nonzero inputs are listed row by row (Sample::scan); each pooling
+// window's four convolution outputs accumulate in registers from the nonzero inputs of its
+// (K+1)×(K+1) field (kernels stored with a zero border, so no bounds tests) and are pooled at
+// once, keeping the winning position (first maximum wins, NaN propagates: torch's rule). Only the
+// 2·PH × 2·PW outputs that floor-mode pooling reads are computed. Backward uses that only the
+// winner of each window has a gradient: the input gradient is scattered from the PH·PW·O pooled
 // gradients, the weight gradient gathers them at the nonzero inputs, the bias gradient is their
 // sum. Outputs and gradients are channels-last ([N, PH, PW, O], [N, H, W, C]); the input may be
 // NCHW or NHWC. Channel vectors are padded to 16 lanes (one AVX-512 register) internally.
+// scp_forward/scp_backward run one layer; block_forward/block_backward run N-MNIST's hidden net
+// (two Conv-MaxPool-Leaky blocks and a Linear) as one pass per sample.
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
