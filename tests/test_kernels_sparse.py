@@ -1,5 +1,6 @@
 """Sparse Conv2d → MaxPool2d(2) (kernels/sparse.py) equals torch's dense layers, forward and
-every gradient, including the routing of tied maxima; NmnistCSNN on it equals its dense layers."""
+every gradient, including the routing of tied maxima; the fused hidden net equals the layers with
+the reference Leaky loop; NmnistCSNN on either equals its dense layers, and falls back to them."""
 
 import pytest
 import torch
