@@ -43,3 +43,15 @@ def test_bad_arguments_exit_2_with_one_sentence(capsys, argv, message):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_nmnist_benchmark_net_is_scaled_to_fire_at_the_stated_rates():
+    """Random events leave a fresh net silent; the benchmark scales it to a trained net's rate."""
+    from spikeforge import models
+
+    torch.manual_seed(0)
+    net = models.NmnistCSNN()
+    frames, _ = bench.random_batch("frames", 8, 40)
+    rates = bench.fire_at(net, frames, (0.10, 0.25), steps=40)
+    assert rates[0] == pytest.approx(0.10, abs=0.02)
+    assert rates[1] == pytest.approx(0.25, abs=0.04)
