@@ -12,9 +12,10 @@ asked for). ``"auto"`` picks ``cpu`` for CPU tensors and ``triton`` for CUDA ten
 back to ``reference`` with a warning when the fused backend cannot be built or imported.
 
 Beside the neuron loops: :mod:`.rleaky` (RLeaky as one autograd node, any device),
-:mod:`.sparse` (N-MNIST's first Conv-MaxPool from the nonzero events), and :mod:`.poisson` (the
-compiled Poisson encoder behind :func:`spikeforge.encoding.poisson`, alone or fused into a first
-Linear layer).
+:mod:`.neuron_pool` (IF/LIF and the 2×2 max pool after it as one kernel), :mod:`.sparse`
+(N-MNIST's Conv-MaxPool-Leaky blocks computed from the nonzero events and spikes), and
+:mod:`.poisson` (the compiled Poisson encoder behind :func:`spikeforge.encoding.poisson`, alone
+or fused into a first Linear layer).
 """
 
 from __future__ import annotations
