@@ -149,6 +149,12 @@ static void advise_huge(void* p, i64 bytes) {
 #endif
 }
 
+// The frames are read one sample-step at a time with a stride of a whole batch, which the
+// hardware prefetcher does not follow: fetch the next one while the current one is processed.
+static inline void prefetch(const float* p, i64 n) {
+    for (i64 i = 0; i < n; i += 16) __builtin_prefetch(p + i);
+}
+
 static float* alloc_floats(i64 n) {
     const size_t bytes = ((sizeof(float) * (size_t)(n + L)) + 63) & ~(size_t)63;
     return (float*)aligned_alloc(64, bytes);
@@ -189,6 +195,10 @@ struct Sample {
     int32_t* start;   // [HP·(WP+1)]
     uint64_t* occ;    // [HP]
     uint64_t* bits;   // [C]
+    float* conv;      // [2·PH, 2·PW, OP]: the unpooled output of the scatter path
+
+    // Number of nonzero inputs listed.
+    inline i64 count() const { return start[(g.HP - 1) * (g.WP + 1) + g.WP]; }
 
     void scan(const float* xn) {
         const i64 C = g.C, H = g.H, W = g.W, WP = g.WP, pad = g.pad, OP = g.OP, KE = g.KE;
@@ -206,14 +216,21 @@ struct Sample {
             const i64 r = R - pad;
             if (r >= 0 && r < H) {
                 if (g.channels_last) {
-                    const float* xr = xn + r * W * C;
-                    for_nonzero(xr, W * C, [&](i64 i, float v) {
-                        const int ii = (int)i, cc = (int)C;
-                        const i64 col = ii / cc + pad, c = ii % cc;
-                        open(col);
-                        used |= 1ull << col;
-                        entries[e++] = {(c * KE * KE + col) * OP, v};
-                    });
+                    for (i64 j = 0; j < W; ++j) {
+                        const float* xp = xn + (r * W + j) * C;
+                        const i64 col = j + pad;
+                        for (i64 c0 = 0; c0 < C; c0 += L) {
+                            uint64_t m = nonzero_bits(xp + c0, C - c0 < L ? C - c0 : L);
+                            if (!m) continue;
+                            open(col);
+                            used |= 1ull << col;
+                            while (m) {
+                                const i64 c = c0 + __builtin_ctzll(m);
+                                m &= m - 1;
+                                entries[e++] = {(c * KE * KE + col) * OP, xp[c]};
+                            }
+                        }
+                    }
                 } else {
                     uint64_t any = 0;
                     for (i64 c = 0; c < C; ++c) {
@@ -345,9 +362,112 @@ static void weight_grad_channels(const Sample& s, const float* gpad, const uint8
     }
 }
 
+// Forward by scatter, for inputs sparser than the pooling windows: every nonzero input adds
+// v · W[:, c, ky, kx] to the 2·PH × 2·PW convolution outputs it reaches (in s.conv, from the
+// bias), then the windows are pooled. Each output sums its inputs in the order of
+// forward_channels (rows, columns, channels ascending) without the zero-border taps.
+static void forward_scatter(const Sample& s, const float* wext, const float* bias, float* outn,
+                            uint8_t* argn) {
+    const Geometry& g = s.g;
+    const i64 OP = g.OP, KE = g.KE, K = g.K, YH = 2 * g.PH, XW = 2 * g.PW;
+    float* buf = s.conv;
+    for (i64 i = 0; i < YH * XW; ++i)
+        for (i64 o = 0; o < OP; o += L) vstore(buf + i * OP + o, vload(bias + o));
+    for (i64 R = 0; R < g.HP && R < YH + K - 1; ++R) {
+        uint64_t cols = s.occ[R];
+        const int32_t* st = s.start + R * (g.WP + 1);
+        const i64 ky0 = R - YH + 1 > 0 ? R - YH + 1 : 0, ky1 = R < K - 1 ? R : K - 1;
+        while (cols) {
+            const i64 J = __builtin_ctzll(cols);
+            cols &= cols - 1;
+            if (J >= XW + K - 1) break;
+            const i64 kx0 = J - XW + 1 > 0 ? J - XW + 1 : 0, kx1 = J < K - 1 ? J : K - 1;
+            for (i64 e = st[J]; e < st[J + 1]; ++e) {
+                const vf v = vset(s.entries[e].v);
+                const float* wc = wext + s.entries[e].off - J * OP + (KE + 1) * OP;
+                for (i64 ky = ky0; ky <= ky1; ++ky) {
+                    float* d = buf + ((R - ky) * XW + J) * OP;
+                    const float* w = wc + ky * KE * OP;
+                    for (i64 kx = kx0; kx <= kx1; ++kx)
+                        for (i64 o = 0; o < OP; o += L)
+                            vstore(d - kx * OP + o,
+                                   vfma(v, vload(w + kx * OP + o), vload(d - kx * OP + o)));
+                }
+            }
+        }
+    }
+    for (i64 py = 0; py < g.PH; ++py) {
+        for (i64 px = 0; px < g.PW; ++px) {
+            const i64 p = py * g.PW + px;
+            const float* c0 = buf + (2 * py * XW + 2 * px) * OP;
+            for (i64 o = 0; o < OP; o += L) {
+                const vf win[4] = {vload(c0 + o), vload(c0 + OP + o), vload(c0 + XW * OP + o),
+                                   vload(c0 + (XW + 1) * OP + o)};
+                vpool4(win, outn ? outn + p * g.O + o : NULL, argn ? argn + p * OP + o : NULL,
+                       g.O - o);
+            }
+        }
+    }
+}
+
+// Weight gradient by scatter (the counterpart of forward_scatter): the pooled gradient is placed
+// at each window's winners in s.conv [2·PH, 2·PW, OP] (zero elsewhere), then every nonzero input
+// adds v · (that map at each output it reaches) at the tap joining them.
+static void weight_grad_scatter(const Sample& s, const float* gpad, const uint8_t* an,
+                                float* gwext) {
+    const Geometry& g = s.g;
+    const i64 OP = g.OP, KE = g.KE, K = g.K, YH = 2 * g.PH, XW = 2 * g.PW;
+    float* buf = s.conv;
+    for (i64 py = 0; py < g.PH; ++py) {
+        for (i64 px = 0; px < g.PW; ++px) {
+            const i64 p = py * g.PW + px;
+            float* c0 = buf + (2 * py * XW + 2 * px) * OP;
+            for (i64 o = 0; o < OP; o += L) {
+                const vf v = vload(gpad + p * OP + o);
+                const uint8_t* a = an + p * OP + o;
+                vstore(c0 + o, vwhere(a, 0, v));
+                vstore(c0 + OP + o, vwhere(a, 1, v));
+                vstore(c0 + XW * OP + o, vwhere(a, 2, v));
+                vstore(c0 + (XW + 1) * OP + o, vwhere(a, 3, v));
+            }
+        }
+    }
+    for (i64 R = 0; R < g.HP && R < YH + K - 1; ++R) {
+        uint64_t cols = s.occ[R];
+        const int32_t* st = s.start + R * (g.WP + 1);
+        const i64 ky0 = R - YH + 1 > 0 ? R - YH + 1 : 0, ky1 = R < K - 1 ? R : K - 1;
+        while (cols) {
+            const i64 J = __builtin_ctzll(cols);
+            cols &= cols - 1;
+            if (J >= XW + K - 1) break;
+            const i64 kx0 = J - XW + 1 > 0 ? J - XW + 1 : 0, kx1 = J < K - 1 ? J : K - 1;
+            for (i64 e = st[J]; e < st[J + 1]; ++e) {
+                const vf v = vset(s.entries[e].v);
+                float* dc = gwext + s.entries[e].off - J * OP + (KE + 1) * OP;
+                for (i64 ky = ky0; ky <= ky1; ++ky) {
+                    const float* src = buf + ((R - ky) * XW + J) * OP;
+                    float* d = dc + ky * KE * OP;
+                    for (i64 kx = kx0; kx <= kx1; ++kx)
+                        for (i64 o = 0; o < OP; o += L)
+                            vstore(d + kx * OP + o,
+                                   vfma(v, vload(src - kx * OP + o), vload(d + kx * OP + o)));
+                }
+            }
+        }
+    }
+}
+
+// Forward by scatter or by gather, whichever does less work: scatter for fewer nonzero inputs
+// than pooling windows.
+static inline bool scatters(const Sample& s) { return s.count() < s.g.PH * s.g.PW; }
+
 static void forward_sample(const Sample& s, const float* wext, const float* bias, float* outn,
                            uint8_t* argn) {
     const i64 OP = s.g.OP;
+    if (scatters(s)) {
+        forward_scatter(s, wext, bias, outn, argn);
+        return;
+    }
     for (i64 o0 = 0; o0 < OP; o0 += 2 * L) {
         if (OP - o0 >= 2 * L)
             forward_channels<2>(s, wext, bias, o0, outn, argn);
@@ -363,16 +483,19 @@ struct Scratch {
     int32_t* start;
     uint64_t* occ;
     uint64_t* bits;
+    float* conv;
     explicit Scratch(const Geometry& g, i64 count = 1)
         : entry_size(g.C * g.H * g.W + 1), start_size(g.HP * (g.WP + 1)), rows(g.HP),
           entries((Entry*)malloc(sizeof(Entry) * entry_size * count)),
           start((int32_t*)malloc(sizeof(int32_t) * start_size * count)),
           occ((uint64_t*)malloc(sizeof(uint64_t) * rows * count)),
-          bits((uint64_t*)malloc(sizeof(uint64_t) * g.C)) {}
+          bits((uint64_t*)malloc(sizeof(uint64_t) * g.C)),
+          conv(alloc_floats(4 * g.PH * g.PW * g.OP)) {}
     Sample sample(const Geometry& g, i64 k) const {
-        return {g, entries + k * entry_size, start + k * start_size, occ + k * rows, bits};
+        return {g, entries + k * entry_size, start + k * start_size, occ + k * rows, bits, conv};
     }
     ~Scratch() {
+        free(conv);
         free(entries);
         free(start);
         free(occ);
@@ -529,7 +652,9 @@ struct Layer {
                 vstore(gb + o, vadd(vload(gb + o), v));
             }
         }
-        if (gw) {
+        if (gw && scatters(smp)) {
+            weight_grad_scatter(smp, gpad, an, gw);
+        } else if (gw) {
             for (i64 o0 = 0; o0 < OP; o0 += 2 * L) {
                 if (OP - o0 >= 2 * L)
                     weight_grad_channels<2>(smp, gpad, an, o0, gw);
@@ -653,7 +778,7 @@ extern "C" void block_forward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i64
         float* u2 = alloc_floats(M2);
         float* xt = alloc_floats(M1 > M2 ? M1 : M2);
         float* st = alloc_floats(M1 > M2 ? M1 : M2);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (i64 b = 0; b < B; ++b) {
             memcpy(u1, u01 + b * M1, sizeof(float) * M1);
             memcpy(u2, u02 + b * M2, sizeof(float) * M2);
@@ -663,6 +788,7 @@ extern "C" void block_forward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i64
                     memcpy(ck1 + (t / seg * B + b) * M1, u1, sizeof(float) * M1);
                     memcpy(ck2 + (t / seg * B + b) * M2, u2, sizeof(float) * M2);
                 }
+                if (t + 1 < T) prefetch(x1 + (n + B) * C1 * H1 * W1, C1 * H1 * W1);
                 l1.s.scan(x1 + n * C1 * H1 * W1);
                 forward_sample(l1.s, wext1, bias1, xt, NULL);
                 leaky_step(u1, xt, st, M1, a1);
@@ -683,11 +809,13 @@ extern "C" void block_forward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i64
 
 // Backward of block_forward from gx3 = dL/dX3 [T, B, O3] and g_last1/2 = dL/dU[T − 1] (NULL:
 // none). Per b in reverse time: the Linear layer (w3 [O3, M2]) gives dL/dS2 and adds to gw3_parts
-// [nthreads, M2, OP3] and gb3_parts [nthreads, OP3] (S2 recomputed from U2); the second Leaky
+// [groups, M2, OP3] and gb3_parts [groups, OP3] (S2 recomputed from U2); the second Leaky
 // gives dL/dX2; layer 2's winners route it to
 // dL/dS1 and to layer 2's weight; the first Leaky gives dL/dX1, which layer 1's winners route to
-// its weight. gw*_parts [nthreads, C, KE, KE, OP] and gb*_parts [nthreads, OP] zeroed by the
-// caller; gu01/2 [B, M] (NULL: not needed) receive dL/dU[−1].
+// its weight. gw*_parts [groups, C, KE, KE, OP] and gb*_parts [groups, OP] zeroed by the
+// caller; gu01/2 [B, M] (NULL: not needed) receive dL/dU[−1]. The batch is split into `groups`
+// runs of consecutive b, each adding to its own parts in order and handed to whichever thread
+// is free (the sums do not depend on the thread count or timing).
 extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i64 W1,
                                const float* wext1, const float* bias1, i64 O1, i64 OP1, i64 K1,
                                i64 pad1, const float* wext2, const float* bias2,
@@ -697,7 +825,7 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
                                const float* g_last1, const float* g_last2, float* gw1_parts,
                                float* gb1_parts, float* gw2_parts, float* gb2_parts,
                                float* gw3_parts, float* gb3_parts, float* gu01, float* gu02,
-                               int nthreads) {
+                               i64 groups, int nthreads) {
     const Geometry g1 = geometry(C1, H1, W1, O1, OP1, K1, pad1, 0);
     const Geometry g2 = geometry(O1, g1.PH, g1.PW, O2, OP2, K2, pad2, 1);
     const i64 M1 = g1.PH * g1.PW * O1, M2 = g2.PH * g2.PW * O2;
@@ -707,13 +835,6 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
     const LeakyArgs a2 = {leaky[5], leaky[6], leaky[7], leaky[8], leaky[9]};
 #pragma omp parallel num_threads(team(B, nthreads))
     {
-        const int tid = thread_id();
-        float* gw1 = gw1_parts + (i64)tid * C1 * g1.KE * g1.KE * OP1;
-        float* gw2 = gw2_parts + (i64)tid * O1 * g2.KE * g2.KE * OP2;
-        float* gb1 = gb1_parts + (i64)tid * OP1;
-        float* gb2 = gb2_parts + (i64)tid * OP2;
-        float* gw3 = gw3_parts + (i64)tid * M2 * OP3;
-        float* gb3 = gb3_parts + (i64)tid * OP3;
         Layer l1(g1, L), l2(g2, RP2);
         Scratch maps1(g1, seg), maps2(g2, seg);  // nonzero maps of the segment's steps
         float* useg1 = alloc_floats((seg + 1) * M1);  // U[t0 − 1 .. t0 + seg − 1]
@@ -725,64 +846,74 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
         float* xt = alloc_floats(M1 > M2 ? M1 : M2);
         float* st = alloc_floats(M1);
         float* gs = alloc_floats(M1 > M2 ? M1 : M2);
-#pragma omp for schedule(static)
-        for (i64 b = 0; b < B; ++b) {
-            if (g_last1)
-                memcpy(carry1, g_last1 + b * M1, sizeof(float) * M1);
-            else
-                memset(carry1, 0, sizeof(float) * M1);
-            if (g_last2)
-                memcpy(carry2, g_last2 + b * M2, sizeof(float) * M2);
-            else
-                memset(carry2, 0, sizeof(float) * M2);
-            for (i64 j = nseg - 1; j >= 0; --j) {
-                const i64 t0 = j * seg, t1 = (t0 + seg < T) ? t0 + seg : T;
-                memcpy(useg1, ck1 + (j * B + b) * M1, sizeof(float) * M1);
-                memcpy(useg2, ck2 + (j * B + b) * M2, sizeof(float) * M2);
-                for (i64 t = t0; t < t1; ++t) {
-                    const i64 k = t - t0;
-                    float* u1 = useg1 + (k + 1) * M1;
-                    float* u2 = useg2 + (k + 1) * M2;
-                    memcpy(u1, u1 - M1, sizeof(float) * M1);
-                    memcpy(u2, u2 - M2, sizeof(float) * M2);
-                    Sample s1 = maps1.sample(g1, k), s2 = maps2.sample(g2, k);
-                    s1.scan(x1 + (t * B + b) * C1 * H1 * W1);
-                    forward_sample(s1, wext1, bias1, xt, win1 + k * P1 * OP1);
-                    leaky_step(u1, xt, st, M1, a1);
-                    s2.scan(st);
-                    forward_sample(s2, wext2, bias2, xt, win2 + k * P2 * OP2);
-                    leaky_step(u2, xt, NULL, M2, a2);
-                }
-                for (i64 t = t1 - 1; t >= t0; --t) {
-                    const i64 n = t * B + b, k = t - t0;
-                    const float* u2 = useg2 + (k + 1) * M2;
-                    const float* gn3 = gx3 + n * O3;
-                    for (i64 m = 0; m < M2; m += L) {  // dL/dS2 = gx3 · W3
-                        vf acc = vzero();
-                        for (i64 o = 0; o < O3; ++o)
-                            acc = vfma(vset(gn3[o]), vload_n(w3 + o * M2 + m, M2 - m), acc);
-                        vstore_n(gs + m, acc, M2 - m);
+#pragma omp for schedule(dynamic, 1)
+        for (i64 q = 0; q < groups; ++q) {
+            float* gw1 = gw1_parts + q * C1 * g1.KE * g1.KE * OP1;
+            float* gw2 = gw2_parts + q * O1 * g2.KE * g2.KE * OP2;
+            float* gb1 = gb1_parts + q * OP1;
+            float* gb2 = gb2_parts + q * OP2;
+            float* gw3 = gw3_parts + q * M2 * OP3;
+            float* gb3 = gb3_parts + q * OP3;
+            for (i64 b = q * B / groups; b < (q + 1) * B / groups; ++b) {
+                if (g_last1)
+                    memcpy(carry1, g_last1 + b * M1, sizeof(float) * M1);
+                else
+                    memset(carry1, 0, sizeof(float) * M1);
+                if (g_last2)
+                    memcpy(carry2, g_last2 + b * M2, sizeof(float) * M2);
+                else
+                    memset(carry2, 0, sizeof(float) * M2);
+                for (i64 j = nseg - 1; j >= 0; --j) {
+                    const i64 t0 = j * seg, t1 = (t0 + seg < T) ? t0 + seg : T;
+                    memcpy(useg1, ck1 + (j * B + b) * M1, sizeof(float) * M1);
+                    memcpy(useg2, ck2 + (j * B + b) * M2, sizeof(float) * M2);
+                    for (i64 t = t0; t < t1; ++t) {
+                        const i64 k = t - t0;
+                        float* u1 = useg1 + (k + 1) * M1;
+                        float* u2 = useg2 + (k + 1) * M2;
+                        memcpy(u1, u1 - M1, sizeof(float) * M1);
+                        memcpy(u2, u2 - M2, sizeof(float) * M2);
+                        Sample s1 = maps1.sample(g1, k), s2 = maps2.sample(g2, k);
+                        const i64 next = t + 1 < t1 ? t + 1 : t0 - seg;
+                        if (next >= 0) prefetch(x1 + (next * B + b) * C1 * H1 * W1, C1 * H1 * W1);
+                        s1.scan(x1 + (t * B + b) * C1 * H1 * W1);
+                        forward_sample(s1, wext1, bias1, xt, win1 + k * P1 * OP1);
+                        leaky_step(u1, xt, st, M1, a1);
+                        s2.scan(st);
+                        forward_sample(s2, wext2, bias2, xt, win2 + k * P2 * OP2);
+                        leaky_step(u2, xt, NULL, M2, a2);
                     }
-                    for (i64 i = 0; i < M2; ++i) st[i] = (u2[i] - a2.thr > 0.0f) ? 1.0f : 0.0f;
-                    for (i64 o = 0; o < OP3; o += L) {
-                        const vf g3 = vload_n(gn3 + o, O3 - o);
-                        vstore(gb3 + o, vadd(vload(gb3 + o), g3));
-                        for_nonzero(st, M2, [&](i64 m, float v) {
-                            float* d = gw3 + m * OP3 + o;
-                            vstore(d, vfma(vset(v), g3, vload(d)));
-                        });
+                    for (i64 t = t1 - 1; t >= t0; --t) {
+                        const i64 n = t * B + b, k = t - t0;
+                        const float* u2 = useg2 + (k + 1) * M2;
+                        const float* gn3 = gx3 + n * O3;
+                        for (i64 m = 0; m < M2; m += L) {  // dL/dS2 = gx3 · W3
+                            vf acc = vzero();
+                            for (i64 o = 0; o < O3; ++o)
+                                acc = vfma(vset(gn3[o]), vload_n(w3 + o * M2 + m, M2 - m), acc);
+                            vstore_n(gs + m, acc, M2 - m);
+                        }
+                        for (i64 i = 0; i < M2; ++i) st[i] = (u2[i] - a2.thr > 0.0f) ? 1.0f : 0.0f;
+                        for (i64 o = 0; o < OP3; o += L) {
+                            const vf g3 = vload_n(gn3 + o, O3 - o);
+                            vstore(gb3 + o, vadd(vload(gb3 + o), g3));
+                            for_nonzero(st, M2, [&](i64 m, float v) {
+                                float* d = gw3 + m * OP3 + o;
+                                vstore(d, vfma(vset(v), g3, vload(d)));
+                            });
+                        }
+                        leaky_step_backward(u2, u2 - M2, gs, carry2, xt, M2, a2);
+                        l2.backward(maps2.sample(g2, k), xt, win2 + k * P2 * OP2, gw2, gb2, wrow2,
+                                    RP2, gs);
+                        const float* u1 = useg1 + (k + 1) * M1;
+                        leaky_step_backward(u1, u1 - M1, gs, carry1, xt, M1, a1);
+                        l1.backward(maps1.sample(g1, k), xt, win1 + k * P1 * OP1, gw1, gb1, NULL, 0,
+                                    NULL);
                     }
-                    leaky_step_backward(u2, u2 - M2, gs, carry2, xt, M2, a2);
-                    l2.backward(maps2.sample(g2, k), xt, win2 + k * P2 * OP2, gw2, gb2, wrow2,
-                                RP2, gs);
-                    const float* u1 = useg1 + (k + 1) * M1;
-                    leaky_step_backward(u1, u1 - M1, gs, carry1, xt, M1, a1);
-                    l1.backward(maps1.sample(g1, k), xt, win1 + k * P1 * OP1, gw1, gb1, NULL, 0,
-                                NULL);
                 }
+                if (gu01) memcpy(gu01 + b * M1, carry1, sizeof(float) * M1);
+                if (gu02) memcpy(gu02 + b * M2, carry2, sizeof(float) * M2);
             }
-            if (gu01) memcpy(gu01 + b * M1, carry1, sizeof(float) * M1);
-            if (gu02) memcpy(gu02 + b * M2, carry2, sizeof(float) * M2);
         }
         free(useg1);
         free(useg2);
