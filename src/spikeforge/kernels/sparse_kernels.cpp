@@ -272,6 +272,42 @@ struct Sample {
     }
 };
 
+// A window's four positions q (row-major) reach the inputs of its (K+1)×(K+1) field through
+// different taps; the field's first row is out of reach of the window's second row of positions,
+// its last row of the first: QM (bit q set: position q is reached) spares those zero-border taps
+// (the columns' are not worth a branch).
+template <int NC, int QM>
+static inline void gather(vf (&acc)[4][NC], const Entry* en, i64 lo, i64 hi, const float* w0,
+                          i64 OP, i64 KE) {
+    for (i64 e = lo; e < hi; ++e) {
+        const float* w = w0 + en[e].off;
+        const vf v = vset(en[e].v);
+        for (int j = 0; j < NC; ++j) {
+            if (QM & 1) acc[0][j] = vfma(v, vload(w + j * L), acc[0][j]);
+            if (QM & 2) acc[1][j] = vfma(v, vload(w - OP + j * L), acc[1][j]);
+            if (QM & 4) acc[2][j] = vfma(v, vload(w - KE * OP + j * L), acc[2][j]);
+            if (QM & 8) acc[3][j] = vfma(v, vload(w - KE * OP - OP + j * L), acc[3][j]);
+        }
+    }
+}
+
+// The weight gradient's counterpart: d[tap of position q] += v · sel[q].
+template <int NC, int QM>
+static inline void spread(const vf (&sel)[4][NC], const Entry* en, i64 lo, i64 hi, float* d0,
+                          i64 OP, i64 KE) {
+    for (i64 e = lo; e < hi; ++e) {
+        float* d = d0 + en[e].off;
+        float* d2 = d - KE * OP;
+        const vf v = vset(en[e].v);
+        for (int j = 0; j < NC; ++j) {
+            if (QM & 1) vstore(d + j * L, vfma(v, sel[0][j], vload(d + j * L)));
+            if (QM & 2) vstore(d - OP + j * L, vfma(v, sel[1][j], vload(d - OP + j * L)));
+            if (QM & 4) vstore(d2 + j * L, vfma(v, sel[2][j], vload(d2 + j * L)));
+            if (QM & 8) vstore(d2 - OP + j * L, vfma(v, sel[3][j], vload(d2 - OP + j * L)));
+        }
+    }
+}
+
 // Forward of output channels [o0, o0 + 16·NC): the four convolution outputs of every pooling
 // window accumulate in registers from the window's nonzero inputs, then are pooled (outn or
 // argn NULL: not stored).
@@ -300,16 +336,12 @@ static void forward_channels(const Sample& s, const float* wext, const float* bi
                 i64 lo, hi;
                 s.span(2 * py + r, 2 * px, &lo, &hi);
                 const float* w0 = wext + o0 + ((r + 1) * KE + 1 - 2 * px) * OP;
-                for (i64 e = lo; e < hi; ++e) {
-                    const float* w = w0 + s.entries[e].off;
-                    const vf v = vset(s.entries[e].v);
-                    for (int j = 0; j < NC; ++j) {
-                        acc[0][j] = vfma(v, vload(w + j * L), acc[0][j]);
-                        acc[1][j] = vfma(v, vload(w - OP + j * L), acc[1][j]);
-                        acc[2][j] = vfma(v, vload(w - KE * OP + j * L), acc[2][j]);
-                        acc[3][j] = vfma(v, vload(w - KE * OP - OP + j * L), acc[3][j]);
-                    }
-                }
+                if (r == 0)
+                    gather<NC, 0x3>(acc, s.entries, lo, hi, w0, OP, KE);
+                else if (r < K)
+                    gather<NC, 0xF>(acc, s.entries, lo, hi, w0, OP, KE);
+                else
+                    gather<NC, 0xC>(acc, s.entries, lo, hi, w0, OP, KE);
             }
             for (int j = 0; j < NC; ++j) {
                 const vf win[4] = {acc[0][j], acc[1][j], acc[2][j], acc[3][j]};
@@ -346,17 +378,12 @@ static void weight_grad_channels(const Sample& s, const float* gpad, const uint8
                                        vload(gpad + p * OP + o0 + j * L));
             for (i64 r = 0; r <= K; ++r) {
                 float* d0 = gwext + o0 + ((r + 1) * KE + 1 - 2 * px) * OP;
-                for (i64 e = lo[r]; e < hi[r]; ++e) {
-                    float* d = d0 + s.entries[e].off;
-                    const vf v = vset(s.entries[e].v);
-                    for (int j = 0; j < NC; ++j) {
-                        vstore(d + j * L, vfma(v, sel[0][j], vload(d + j * L)));
-                        vstore(d - OP + j * L, vfma(v, sel[1][j], vload(d - OP + j * L)));
-                        float* d2 = d - KE * OP;
-                        vstore(d2 + j * L, vfma(v, sel[2][j], vload(d2 + j * L)));
-                        vstore(d2 - OP + j * L, vfma(v, sel[3][j], vload(d2 - OP + j * L)));
-                    }
-                }
+                if (r == 0)
+                    spread<NC, 0x3>(sel, s.entries, lo[r], hi[r], d0, OP, KE);
+                else if (r < K)
+                    spread<NC, 0xF>(sel, s.entries, lo[r], hi[r], d0, OP, KE);
+                else
+                    spread<NC, 0xC>(sel, s.entries, lo[r], hi[r], d0, OP, KE);
             }
         }
     }
