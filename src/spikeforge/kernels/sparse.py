@@ -17,8 +17,9 @@ nonzero inputs.
 - :func:`conv_pool`: one Conv-MaxPool layer, channels-last output (``[T, B, H, W, C]``) so
   layers chained through elementwise neurons need no transposes.
 - :func:`hidden_blocks`: N-MNIST's whole hidden net (Conv-MaxPool-Leaky twice, then the Linear)
-  as one pass per sample, so only the Linear's output and a membrane every :data:`SEGMENT` steps
-  reach memory; backward recomputes the rest segment by segment.
+  as one pass per sample, so only the Linear's output, the second layer's membrane and winners
+  and the first layer's membrane every :data:`SEGMENT` steps reach memory; backward recomputes
+  the first layer (from its few events) segment by segment.
 
 The kernels (``sparse_kernels.cpp``, AVX-512 where the CPU has it) are compiled on first use, see
 :mod:`.build`. Results equal the dense layers up to float summation order (the Leaky steps
@@ -47,8 +48,9 @@ MAX_DENSITY = 0.25
 MAX_KERNEL = 7
 #: Widest padded input row the kernels take (one 64-bit mask per row).
 MAX_WIDTH = 64
-#: Time steps between the membranes the fused block keeps for its backward (which recomputes the
-#: steps in between): memory T/SEGMENT of the full membrane, at one more layer-1 pass.
+#: Time steps between the first layer's membranes the fused block keeps for its backward (which
+#: recomputes the steps in between from the few events): memory T/SEGMENT of that membrane, at
+#: one more layer-1 pass. The second layer's membrane and winners are kept at every step.
 SEGMENT = 16
 #: Time steps sampled to estimate the density of the input.
 DENSITY_SAMPLES = 16
@@ -62,10 +64,10 @@ _SIGNATURES = {
     "scp_forward": [_P, _I, _I, _I, _I, _C, _P, _P, _I, _I, _I, _I, _P, _P, _C],
     "scp_backward": [_P, _I, _I, _I, _I, _C, _P, _P, _I, _I, _I, _I, _P, _P, _P, _I, _P, _C],
     "block_forward": [_P, _I, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _P,
-                      _P, _I, _I, _P, _P, _P, _I, _P, _P, _P, _P, _P, _C],
+                      _P, _I, _I, _P, _P, _P, _I, _P, _P, _P, _P, _P, _P, _C],
     "block_backward": [_P, _I, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _P, _P, _P, _I, _I, _I, _I,
                        _I, _P, _I, _I, _P, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P,
-                       _I, _C],
+                       _P, _I, _C],
 }
 
 
@@ -223,13 +225,15 @@ def _linear_weights(w3: Tensor, shape2: tuple[int, int, int]) -> Tensor:
 
 class _Block(torch.autograd.Function):
     """Conv-MaxPool → Leaky → Conv-MaxPool → Leaky → Linear in one pass (``block_forward``):
-    frames [T, B, C, H, W] → (X3 [T, B, O3], U1[T − 1], U2[T − 1]), membranes channels-last."""
+    frames [T, B, C, H, W] → (X3 [T, B, O3], U1[T − 1], U2[T − 1]), membranes channels-last;
+    what backward needs is kept only with ``keep``."""
 
     @staticmethod
-    def forward(ctx, frames, w1, b1, w2, b2, w3, b3, u01, u02, leaky, pads):
+    def forward(ctx, frames, w1, b1, w2, b2, w3, b3, u01, u02, leaky, pads, keep):
         t, b, c, h, w = frames.shape
         (o1, _, k1, _), (o2, _, k2, _), o3 = w1.shape, w2.shape, w3.shape[0]
         pad1, pad2 = pads
+        op2 = _pad16(o2)
         wext1, bp1 = _forward_weights(w1, b1)
         wext2, bp2 = _forward_weights(w2, b2)
         op3 = _pad16(o3)
@@ -238,28 +242,31 @@ class _Block(torch.autograd.Function):
         bp3 = torch.zeros(op3)
         if b3 is not None:
             bp3[:o3] = b3.detach()
-        segments = -(-t // SEGMENT)
-        ck1, ck2 = torch.empty(segments, *u01.shape), torch.empty(segments, *u02.shape)
+        ck1 = u2seq = win2 = None
+        if keep:
+            ck1 = torch.empty(-(-t // SEGMENT), *u01.shape)
+            u2seq = torch.empty(b, t + 1, *u02.shape[1:])
+            win2 = torch.empty(b, t, u02.shape[1], u02.shape[2], op2, dtype=torch.uint8)
         u_last1, u_last2 = torch.empty(u01.shape), torch.empty(u02.shape)
         x3 = torch.empty(t, b, o3)
         library().block_forward(
             frames.data_ptr(), t, b, c, h, w, wext1.data_ptr(), bp1.data_ptr(), o1, _pad16(o1),
-            k1, pad1, wext2.data_ptr(), bp2.data_ptr(), o2, _pad16(o2), k2, pad2, w3t.data_ptr(),
+            k1, pad1, wext2.data_ptr(), bp2.data_ptr(), o2, op2, k2, pad2, w3t.data_ptr(),
             bp3.data_ptr(), o3, op3, leaky.data_ptr(), u01.data_ptr(), u02.data_ptr(), SEGMENT,
-            ck1.data_ptr(), ck2.data_ptr(), u_last1.data_ptr(), u_last2.data_ptr(),
+            _ptr(ck1), _ptr(u2seq), _ptr(win2), u_last1.data_ptr(), u_last2.data_ptr(),
             x3.data_ptr(), torch.get_num_threads())
-        ctx.save_for_backward(frames, w1, b1, w2, b2, w3, b3, ck1, ck2, leaky)
+        ctx.save_for_backward(frames, w1, b1, w2, b2, w3, b3, ck1, u2seq, win2, leaky)
         ctx.pads = pads
         return x3, u_last1, u_last2
 
     @staticmethod
     def backward(ctx, gx3, g_last1, g_last2):
-        frames, w1, b1, w2, b2, w3, b3, ck1, ck2, leaky = ctx.saved_tensors
+        frames, w1, b1, w2, b2, w3, b3, ck1, u2seq, win2, leaky = ctx.saved_tensors
         pad1, pad2 = ctx.pads
         t, b, c, h, w = frames.shape
         (o1, _, k1, _), (o2, _, k2, _), o3 = w1.shape, w2.shape, w3.shape[0]
         op1, op2, op3, rp2 = _pad16(o1), _pad16(o2), _pad16(o3), _pad16(k2 * o1)
-        shape2 = (o2, *ck2.shape[2:4])
+        shape2 = (o2, *u2seq.shape[2:4])
         wext1, bp1 = _forward_weights(w1, b1)
         wext2, bp2 = _forward_weights(w2, b2)
         wrow2 = torch.zeros(o2, k2, rp2)
@@ -271,17 +278,17 @@ class _Block(torch.autograd.Function):
         gw3 = torch.zeros(groups, w3.shape[1], op3)
         gb1, gb2, gb3 = torch.zeros(groups, op1), torch.zeros(groups, op2), torch.zeros(groups, op3)
         gu01 = torch.empty(ck1.shape[1:]) if ctx.needs_input_grad[7] else None
-        gu02 = torch.empty(ck2.shape[1:]) if ctx.needs_input_grad[8] else None
+        gu02 = torch.empty(b, *u2seq.shape[2:]) if ctx.needs_input_grad[8] else None
         gx3 = torch.zeros(t, b, o3) if gx3 is None else gx3.float().contiguous()
         g_last1, g_last2 = (None if g is None else g.float().contiguous()
                             for g in (g_last1, g_last2))
         library().block_backward(
             frames.data_ptr(), t, b, c, h, w, wext1.data_ptr(), bp1.data_ptr(), o1, op1, k1, pad1,
             wext2.data_ptr(), bp2.data_ptr(), wrow2.data_ptr(), rp2, o2, op2, k2, pad2,
-            w3cl.data_ptr(), o3, op3, leaky.data_ptr(), SEGMENT, ck1.data_ptr(), ck2.data_ptr(),
-            gx3.data_ptr(), _ptr(g_last1), _ptr(g_last2), gw1.data_ptr(), gb1.data_ptr(),
-            gw2.data_ptr(), gb2.data_ptr(), gw3.data_ptr(), gb3.data_ptr(), _ptr(gu01),
-            _ptr(gu02), groups, torch.get_num_threads())
+            w3cl.data_ptr(), o3, op3, leaky.data_ptr(), SEGMENT, ck1.data_ptr(), u2seq.data_ptr(),
+            win2.data_ptr(), gx3.data_ptr(), _ptr(g_last1), _ptr(g_last2), gw1.data_ptr(),
+            gb1.data_ptr(), gw2.data_ptr(), gb2.data_ptr(), gw3.data_ptr(), gb3.data_ptr(),
+            _ptr(gu01), _ptr(gu02), groups, torch.get_num_threads())
 
         def conv_weight(parts, o):
             return parts.sum(0)[:, 1:-1, 1:-1, :o].permute(3, 0, 1, 2).contiguous()
@@ -290,7 +297,7 @@ class _Block(torch.autograd.Function):
         return (None, conv_weight(gw1, o1), gb1.sum(0)[:o1] if b1 is not None else None,
                 conv_weight(gw2, o2), gb2.sum(0)[:o2] if b2 is not None else None,
                 gw3.permute(0, 3, 1, 2).reshape(w3.shape), gb3.sum(0)[:o3] if b3 is not None
-                else None, gu01, gu02, None, None)
+                else None, gu01, gu02, None, None, None)
 
 
 def _leaky_floats(a: LeakyArgs) -> list[float]:
@@ -303,8 +310,9 @@ def hidden_blocks(frames: Tensor, conv1: nn.Module, pool1: nn.Module, leaky1: Le
                   conv2: nn.Module, pool2: nn.Module, leaky2: LeakyArgs, linear: nn.Module,
                   ) -> tuple[Tensor, Tensor, Tensor] | None:
     """Conv1 → MaxPool2 → Leaky → Conv2 → MaxPool2 → Leaky → Flatten → Linear over sparse event
-    ``frames`` [T, B, C, H, W] as one pass per sample that keeps only the Linear's output and a
-    membrane every :data:`SEGMENT` steps in memory (backward recomputes the rest): returns
+    ``frames`` [T, B, C, H, W] as one pass per sample that keeps only the Linear's output and,
+    when a gradient is needed, the second layer's membrane and winners and the first layer's
+    membrane every :data:`SEGMENT` steps (backward recomputes the first layer): returns
     (X3 [T, B, O3], U1[T − 1] [B, H1, W1, O1], U2[T − 1] [B, H2, W2, O2]), membranes
     channels-last, differentiable w.r.t. the six layer parameters and both initial membranes;
     or None where that does not apply (see :func:`conv_pool`; also a surrogate other than ATan),
@@ -334,5 +342,7 @@ def hidden_blocks(frames: Tensor, conv1: nn.Module, pool1: nn.Module, leaky1: Le
                 else torch.zeros(b, *size, o)
                 for a, size, o in ((leaky1, size1, out1), (leaky2, size2, conv2.out_channels)))
     leaky = torch.tensor(_leaky_floats(leaky1) + _leaky_floats(leaky2))
+    params = [p for m in (conv1, conv2, linear) for p in (m.weight, m.bias) if p is not None]
+    keep = torch.is_grad_enabled() and any(t.requires_grad for t in (*params, u01, u02))
     return _Block.apply(frames.contiguous(), conv1.weight, conv1.bias, conv2.weight, conv2.bias,
-                        linear.weight, linear.bias, u01, u02, leaky, (pad1, pad2))
+                        linear.weight, linear.bias, u01, u02, leaky, (pad1, pad2), keep)

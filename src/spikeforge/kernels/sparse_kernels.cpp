@@ -784,20 +784,24 @@ static inline void linear_forward(const float* s, i64 M2, const float* w3t, cons
 
 // u01/u02: U1[−1] [B, M1], U2[−1] [B, M2] (M1 = PH1·PW1·O1, M2 = PH2·PW2·O2, channels-last);
 // leaky: the two layers' LeakyArgs; w3t, b3: the Linear layer (see linear_forward). Writes
-// x3 [T, B, O3] (the Linear's output), the segment starts ck1 [ceil(T / seg), B, M1] and
-// ck2 [.., B, M2] (U[j·seg − 1]) and u_last1/2 (U[T − 1]).
+// x3 [T, B, O3] (the Linear's output), u_last1/2 (U[T − 1]) and, for the backward (NULL: not
+// kept), layer 1's segment starts ck1 [ceil(T / seg), B, M1] (U1[j·seg − 1]), layer 2's whole
+// membrane u2seq [B, T + 1, M2] (U2[−1 .. T − 1]) and winners win2seq [B, T, P2, OP2]: the
+// backward recomputes only layer 1, whose events are few.
 extern "C" void block_forward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i64 W1,
                               const float* wext1, const float* bias1, i64 O1, i64 OP1, i64 K1,
                               i64 pad1, const float* wext2, const float* bias2, i64 O2, i64 OP2,
                               i64 K2, i64 pad2, const float* w3t, const float* b3, i64 O3,
                               i64 OP3, const float* leaky, const float* u01, const float* u02,
-                              i64 seg, float* ck1, float* ck2, float* u_last1, float* u_last2,
-                              float* x3, int nthreads) {
+                              i64 seg, float* ck1, float* u2seq, uint8_t* win2seq,
+                              float* u_last1, float* u_last2, float* x3, int nthreads) {
     const Geometry g1 = geometry(C1, H1, W1, O1, OP1, K1, pad1, 0);
     const Geometry g2 = geometry(O1, g1.PH, g1.PW, O2, OP2, K2, pad2, 1);
-    const i64 M1 = g1.PH * g1.PW * O1, M2 = g2.PH * g2.PW * O2;
+    const i64 M1 = g1.PH * g1.PW * O1, M2 = g2.PH * g2.PW * O2, P2 = g2.PH * g2.PW;
     const LeakyArgs a1 = {leaky[0], leaky[1], leaky[2], leaky[3], leaky[4]};
     const LeakyArgs a2 = {leaky[5], leaky[6], leaky[7], leaky[8], leaky[9]};
+    if (u2seq) advise_huge(u2seq, B * (T + 1) * M2 * (i64)sizeof(float));
+    if (win2seq) advise_huge(win2seq, B * T * P2 * OP2);
 #pragma omp parallel num_threads(team(B, nthreads))
     {
         Layer l1(g1, L), l2(g2, L);
@@ -809,19 +813,20 @@ extern "C" void block_forward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i64
         for (i64 b = 0; b < B; ++b) {
             memcpy(u1, u01 + b * M1, sizeof(float) * M1);
             memcpy(u2, u02 + b * M2, sizeof(float) * M2);
+            if (u2seq) memcpy(u2seq + b * (T + 1) * M2, u2, sizeof(float) * M2);
             for (i64 t = 0; t < T; ++t) {
                 const i64 n = t * B + b;
-                if (t % seg == 0) {
+                if (ck1 && t % seg == 0)
                     memcpy(ck1 + (t / seg * B + b) * M1, u1, sizeof(float) * M1);
-                    memcpy(ck2 + (t / seg * B + b) * M2, u2, sizeof(float) * M2);
-                }
                 if (t + 1 < T) prefetch(x1 + (n + B) * C1 * H1 * W1, C1 * H1 * W1);
                 l1.s.scan(x1 + n * C1 * H1 * W1);
                 forward_sample(l1.s, wext1, bias1, xt, NULL);
                 leaky_step(u1, xt, st, M1, a1);
                 l2.s.scan(st);
-                forward_sample(l2.s, wext2, bias2, xt, NULL);
+                forward_sample(l2.s, wext2, bias2, xt,
+                               win2seq ? win2seq + (b * T + t) * P2 * OP2 : NULL);
                 leaky_step(u2, xt, st, M2, a2);
+                if (u2seq) memcpy(u2seq + (b * (T + 1) + t + 1) * M2, u2, sizeof(float) * M2);
                 linear_forward(st, M2, w3t, b3, O3, OP3, x3 + n * O3);
             }
             memcpy(u_last1 + b * M1, u1, sizeof(float) * M1);
@@ -848,7 +853,8 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
                                i64 pad1, const float* wext2, const float* bias2,
                                const float* wrow2, i64 RP2, i64 O2, i64 OP2, i64 K2, i64 pad2,
                                const float* w3, i64 O3, i64 OP3, const float* leaky, i64 seg,
-                               const float* ck1, const float* ck2, const float* gx3,
+                               const float* ck1, const float* u2seq,
+                               const uint8_t* win2seq, const float* gx3,
                                const float* g_last1, const float* g_last2, float* gw1_parts,
                                float* gb1_parts, float* gw2_parts, float* gb2_parts,
                                float* gw3_parts, float* gb3_parts, float* gu01, float* gu02,
@@ -865,9 +871,7 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
         Layer l1(g1, L), l2(g2, RP2);
         Scratch maps1(g1, seg), maps2(g2, seg);  // nonzero maps of the segment's steps
         float* useg1 = alloc_floats((seg + 1) * M1);  // U[t0 − 1 .. t0 + seg − 1]
-        float* useg2 = alloc_floats((seg + 1) * M2);
         uint8_t* win1 = (uint8_t*)malloc(seg * P1 * OP1 + L);
-        uint8_t* win2 = (uint8_t*)malloc(seg * P2 * OP2 + L);
         float* carry1 = alloc_floats(M1);
         float* carry2 = alloc_floats(M2);
         float* xt = alloc_floats(M1 > M2 ? M1 : M2);
@@ -893,13 +897,10 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
                 for (i64 j = nseg - 1; j >= 0; --j) {
                     const i64 t0 = j * seg, t1 = (t0 + seg < T) ? t0 + seg : T;
                     memcpy(useg1, ck1 + (j * B + b) * M1, sizeof(float) * M1);
-                    memcpy(useg2, ck2 + (j * B + b) * M2, sizeof(float) * M2);
                     for (i64 t = t0; t < t1; ++t) {
                         const i64 k = t - t0;
                         float* u1 = useg1 + (k + 1) * M1;
-                        float* u2 = useg2 + (k + 1) * M2;
                         memcpy(u1, u1 - M1, sizeof(float) * M1);
-                        memcpy(u2, u2 - M2, sizeof(float) * M2);
                         Sample s1 = maps1.sample(g1, k), s2 = maps2.sample(g2, k);
                         const i64 next = t + 1 < t1 ? t + 1 : t0 - seg;
                         if (next >= 0) prefetch(x1 + (next * B + b) * C1 * H1 * W1, C1 * H1 * W1);
@@ -907,12 +908,11 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
                         forward_sample(s1, wext1, bias1, xt, win1 + k * P1 * OP1);
                         leaky_step(u1, xt, st, M1, a1);
                         s2.scan(st);
-                        forward_sample(s2, wext2, bias2, xt, win2 + k * P2 * OP2);
-                        leaky_step(u2, xt, NULL, M2, a2);
                     }
                     for (i64 t = t1 - 1; t >= t0; --t) {
                         const i64 n = t * B + b, k = t - t0;
-                        const float* u2 = useg2 + (k + 1) * M2;
+                        const float* u2 = u2seq + (b * (T + 1) + t + 1) * M2;
+                        const uint8_t* win2 = win2seq + (b * T + t) * P2 * OP2;
                         const float* gn3 = gx3 + n * O3;
                         for (i64 m = 0; m < M2; m += L) {  // dL/dS2 = gx3 · W3
                             vf acc = vzero();
@@ -930,8 +930,7 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
                             });
                         }
                         leaky_step_backward(u2, u2 - M2, gs, carry2, xt, M2, a2);
-                        l2.backward(maps2.sample(g2, k), xt, win2 + k * P2 * OP2, gw2, gb2, wrow2,
-                                    RP2, gs);
+                        l2.backward(maps2.sample(g2, k), xt, win2, gw2, gb2, wrow2, RP2, gs);
                         const float* u1 = useg1 + (k + 1) * M1;
                         leaky_step_backward(u1, u1 - M1, gs, carry1, xt, M1, a1);
                         l1.backward(maps1.sample(g1, k), xt, win1 + k * P1 * OP1, gw1, gb1, NULL, 0,
@@ -943,9 +942,7 @@ extern "C" void block_backward(const float* x1, i64 T, i64 B, i64 C1, i64 H1, i6
             }
         }
         free(useg1);
-        free(useg2);
         free(win1);
-        free(win2);
         free(carry1);
         free(carry2);
         free(xt);
