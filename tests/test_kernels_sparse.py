@@ -66,6 +66,22 @@ def test_conv_pool_equals_dense(shape, out_ch, k, pad, channels_last, counts):
     _compare(x, nn.Conv2d(shape[2], out_ch, k, padding=pad), channels_last)
 
 
+@pytest.mark.parametrize("shape, out_ch, k, pad", [
+    ((2, 3, 12, 15, 15), 32, 5, 0),  # N-MNIST's second layer, at first-layer sparsity
+    ((2, 3, 3, 11, 13), 5, 3, 1),
+    ((2, 2, 17, 9, 9), 20, 4, 2),
+])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv_pool_scatter_path_equals_dense(shape, out_ch, k, pad, channels_last):
+    """Inputs with fewer nonzeros than pooling windows take the scatter path (forward and weight
+    gradient), the others the per-window gather: at 0.5 % density these layers all scatter."""
+    torch.manual_seed(out_ch)
+    x = _events(shape, 0.005, seed=out_ch, counts=True)
+    windows = ((shape[3] + 2 * pad - k + 1) // 2) * ((shape[4] + 2 * pad - k + 1) // 2)
+    assert 0 < (x != 0).flatten(2).sum(-1).max() < windows
+    _compare(x, nn.Conv2d(shape[2], out_ch, k, padding=pad), channels_last)
+
+
 @pytest.mark.parametrize("density", [0.0, 0.05, 0.2])
 def test_ties_route_to_the_first_maximum_like_torch(density):
     """Weights and bias on a 1/8 grid and binary inputs make every sum exact, so equal window
