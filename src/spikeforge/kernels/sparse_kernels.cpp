@@ -180,6 +180,7 @@ static Geometry geometry(i64 C, i64 H, i64 W, i64 O, i64 OP, i64 K, i64 pad, int
 struct Entry {
     i64 off;  // (c·KE²  + column)·OP, column padded
     float v;
+    int16_t c, col;
 };
 
 static inline void fill(int32_t* p, i64 n, int32_t v) {
@@ -227,7 +228,7 @@ struct Sample {
                             while (m) {
                                 const i64 c = c0 + __builtin_ctzll(m);
                                 m &= m - 1;
-                                entries[e++] = {(c * KE * KE + col) * OP, xp[c]};
+                                entries[e++] = {(c * KE * KE + col) * OP, xp[c], (int16_t)c, (int16_t)col};
                             }
                         }
                     }
@@ -245,7 +246,8 @@ struct Sample {
                         for (i64 c = 0; c < C; ++c)
                             if (bits[c] >> j & 1)
                                 entries[e++] = {(c * KE * KE + j + pad) * OP,
-                                                xn[(c * H + r) * W + j]};
+                                                xn[(c * H + r) * W + j], (int16_t)c,
+                                                (int16_t)(j + pad)};
                     }
                 }
             }
@@ -638,6 +640,66 @@ static void input_grad(const Geometry& g, const float* gn, const uint8_t* an, co
                sizeof(float) * g.W * C);
 }
 
+// Weight gradient of 5×5 kernels and 32 outputs with the taps' sums in registers: the pooled
+// gradient placed at the winners, G [2·PH, 2·PW + 8, 32] (4 zero columns either side, so every
+// tap of an input reads G), then per input channel c and kernel row ky
+//     dW[:, c, ky, kx] += Σ_{nonzero x[c, R, J]} x · G[R − ky, J − kx]   (kx = 0..4 at once)
+// with the nonzero inputs of channel c (idx/rows: bucketed by channel, rows ascending).
+// Stores once per tap instead of once per input and window position.
+static void weight_grad_taps(const Sample& s, const float* gpad, const uint8_t* an, float* G,
+                             int32_t* idx, int32_t* cstart, float* gwext) {
+    enum { K = 5, NC = 2 };
+    const Geometry& g = s.g;
+    const i64 OP = g.OP, KE = g.KE, YH = 2 * g.PH, XW = 2 * g.PW, XG = XW + 2 * (K - 1);
+    for (i64 y = 0; y < YH; ++y) {
+        float* row = G + y * XG * OP;
+        memset(row, 0, sizeof(float) * (K - 1) * OP);
+        memset(row + (XW + K - 1) * OP, 0, sizeof(float) * (K - 1) * OP);
+        for (i64 x = 0; x < XW; ++x) {
+            const i64 p = (y >> 1) * g.PW + (x >> 1);
+            const int q = (int)((y & 1) * 2 + (x & 1));
+            for (i64 o = 0; o < OP; o += L)
+                vstore(row + (x + K - 1) * OP + o,
+                       vwhere(an + p * OP + o, q, vload(gpad + p * OP + o)));
+        }
+    }
+    const i64 n = s.count();
+    for (i64 c = 0; c <= g.C; ++c) cstart[c] = 0;
+    for (i64 e = 0; e < n; ++e) ++cstart[s.entries[e].c + 1];
+    for (i64 c = 0; c < g.C; ++c) cstart[c + 1] += cstart[c];
+    for (i64 R = 0; R < g.HP; ++R) {
+        const int32_t* st = s.start + R * (g.WP + 1);
+        for (i64 e = st[0]; e < st[g.WP]; ++e) {
+            const int32_t k = cstart[s.entries[e].c]++;
+            idx[2 * k] = (int32_t)e;
+            idx[2 * k + 1] = (int32_t)R;
+        }
+    }
+    for (i64 c = g.C; c > 0; --c) cstart[c] = cstart[c - 1];
+    cstart[0] = 0;
+    for (i64 c = 0; c < g.C; ++c) {
+        for (i64 ky = 0; ky < K; ++ky) {
+            vf acc[K][NC];
+            for (int kx = 0; kx < K; ++kx)
+                for (int j = 0; j < NC; ++j) acc[kx][j] = vzero();
+            for (i64 k = cstart[c]; k < cstart[c + 1]; ++k) {
+                const Entry& en = s.entries[idx[2 * k]];
+                const i64 y = idx[2 * k + 1] - ky;
+                if (y < 0 || y >= YH || en.col >= XW + K - 1) continue;
+                const float* src = G + (y * XG + en.col + K - 1) * OP;
+                const vf v = vset(en.v);
+                for (int kx = 0; kx < K; ++kx)
+                    for (int j = 0; j < NC; ++j)
+                        acc[kx][j] = vfma(v, vload(src - kx * OP + j * L), acc[kx][j]);
+            }
+            float* d = gwext + (c * KE + ky + 1) * KE * OP + OP;
+            for (int kx = 0; kx < K; ++kx)
+                for (int j = 0; j < NC; ++j)
+                    vstore(d + kx * OP + j * L, vadd(vload(d + kx * OP + j * L), acc[kx][j]));
+        }
+    }
+}
+
 // Per-thread working memory of one layer: the nonzero map of the current sample, its pooled
 // gradient padded to OP lanes, recomputed winners, and the input-gradient buffers.
 struct Layer {
@@ -646,6 +708,9 @@ struct Layer {
     Sample s;
     float* gpad;       // [P, OP]
     uint8_t* winners;  // [P, OP]
+    float* tapg;       // [2·PH, 2·PW + 8, OP] (weight_grad_taps)
+    int32_t* tapidx;   // [2·C·H·W]
+    int32_t* tapstart; // [C + 1]
     int* list;         // [4, O]
     float* gval;       // [4, O]
     float* gxbuf;      // [HP, WP, C] + RP
@@ -653,6 +718,9 @@ struct Layer {
         : g(geo), scratch(g), s(scratch.sample(g, 0)),
           gpad(alloc_floats(g.PH * g.PW * g.OP)),
           winners((uint8_t*)malloc(g.PH * g.PW * g.OP + L)),
+          tapg(alloc_floats(2 * g.PH * (2 * g.PW + 8) * g.OP)),
+          tapidx((int32_t*)malloc(sizeof(int32_t) * 2 * (g.C * g.H * g.W + 1))),
+          tapstart((int32_t*)malloc(sizeof(int32_t) * (g.C + 1))),
           list((int*)malloc(sizeof(int) * 4 * g.O)),
           gval((float*)malloc(sizeof(float) * 4 * g.O)),
           gxbuf(alloc_floats(g.HP * g.WP * g.C + RP)) {}
@@ -661,6 +729,9 @@ struct Layer {
         free(winners);
         free(list);
         free(gval);
+        free(tapg);
+        free(tapidx);
+        free(tapstart);
         free(gxbuf);
     }
     Layer(const Layer&) = delete;
@@ -681,6 +752,8 @@ struct Layer {
         }
         if (gw && scatters(smp)) {
             weight_grad_scatter(smp, gpad, an, gw);
+        } else if (gw && g.K == 5 && OP == 2 * L) {
+            weight_grad_taps(smp, gpad, an, tapg, tapidx, tapstart, gw);
         } else if (gw) {
             for (i64 o0 = 0; o0 < OP; o0 += 2 * L) {
                 if (OP - o0 >= 2 * L)
