@@ -4,7 +4,8 @@ N-MNIST frames are 1–2 % nonzero and the spike maps between layers are binary,
 convolution spends most of its work on zeros and writes a full-resolution output that only the
 pooling reads. Here every pooling window's four convolution outputs are summed in registers
 from the window's nonzero inputs only and pooled at once, keeping the winner (first maximum
-wins, as torch; NaN propagates). Backward uses that only the winner of a window has a gradient:
+wins, as torch; NaN propagates); inputs sparser than the pooling windows (events) are scattered
+into the convolution outputs instead. Backward uses that only the winner of a window has a gradient:
 
     dL/dx[c, i, j]     = Σ_{o, p}  g[o, p] · W[o, c, i − y_p + pad, j − x_p + pad]
     dL/dW[o, c, a, b]  = Σ_{n, p}  g[n, o, p] · x[n, c, y_p + a − pad, x_p + b − pad]

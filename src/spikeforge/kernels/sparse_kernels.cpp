@@ -4,10 +4,12 @@
 // window's four convolution outputs accumulate in registers from the nonzero inputs of its
 // (K+1)×(K+1) field (kernels stored with a zero border, so no bounds tests) and are pooled at
 // once, keeping the winning position (first maximum wins, NaN propagates: torch's rule). Only the
-// 2·PH × 2·PW outputs that floor-mode pooling reads are computed. Backward uses that only the
-// winner of each window has a gradient: the input gradient is scattered from the PH·PW·O pooled
-// gradients, the weight gradient gathers them at the nonzero inputs, the bias gradient is their
-// sum. Outputs and gradients are channels-last ([N, PH, PW, O], [N, H, W, C]); the input may be
+// 2·PH × 2·PW outputs that floor-mode pooling reads are computed. Inputs with fewer nonzeros
+// than pooling windows (events) are instead scattered into the convolution outputs, which are
+// then pooled. Backward uses that only the winner of each window has a gradient: the input
+// gradient is scattered from the PH·PW·O pooled gradients, the weight gradient gathers them at
+// the nonzero inputs (per window, by scatter, or per tap with the sums in registers), the bias
+// gradient is their sum. Outputs and gradients are channels-last ([N, PH, PW, O], [N, H, W, C]); the input may be
 // NCHW or NHWC. Channel vectors are padded to 16 lanes (one AVX-512 register) internally.
 // scp_forward/scp_backward run one layer; block_forward/block_backward run N-MNIST's hidden net
 // (two Conv-MaxPool-Leaky blocks and a Linear) as one pass per sample.
@@ -228,7 +230,8 @@ struct Sample {
                             while (m) {
                                 const i64 c = c0 + __builtin_ctzll(m);
                                 m &= m - 1;
-                                entries[e++] = {(c * KE * KE + col) * OP, xp[c], (int16_t)c, (int16_t)col};
+                                entries[e++] = {(c * KE * KE + col) * OP, xp[c], (int16_t)c,
+                                                (int16_t)col};
                             }
                         }
                     }
