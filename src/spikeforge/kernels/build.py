@@ -1,6 +1,7 @@
 """Compile a kernel source file once per machine and load it with ctypes.
 
-The shared library is keyed by a hash of the source, the compiler, its flags and the CPU, and
+The shared library is keyed by a hash of the source (with the local headers it includes), the
+compiler, its flags and the CPU, and
 cached in ``$SPIKEFORGE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/spikeforge`` or
 ``~/.cache/spikeforge``). A cold build of ``cpu_kernels.cpp`` is one ``g++`` call of about a
 second (no PyTorch headers are compiled); a warm start only loads the file. The library is
@@ -13,6 +14,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -70,6 +72,8 @@ def load(source: Path) -> ctypes.CDLL:
     """The compiled ``source`` as a ctypes library, building it on first use on this machine."""
     cxx = _compiler()
     text = source.read_bytes()
+    text += b"".join((source.parent / name.decode()).read_bytes()
+                     for name in re.findall(rb'^#include "([^"]+)"', text, re.M))
     attempts = [FLAGS, tuple(f for f in FLAGS if f not in ("-march=native", "-fopenmp"))]
     errors = []
     for flags in attempts:

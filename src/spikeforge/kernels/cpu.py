@@ -6,9 +6,9 @@ loop in reverse with the carried gradient in registers (DESIGN §3). Spikes are 
 the reference loop in float32; float16/bfloat16 are computed in float32 and cast back; float64
 runs the reference loop (the kernels are single precision).
 
-The same library also holds RLeaky's elementwise step (used by :mod:`.rleaky`) and IF/LIF fused
-with the 2×2 max pooling after it (:mod:`.neuron_pool`). It (``cpu_kernels.cpp``) is compiled on
-first use and cached, see :mod:`.build`.
+The library (``cpu_kernels.cpp``, with the shared ``neuron_math.h``) is compiled on first use and
+cached, see :mod:`.build`; :mod:`.rleaky` and :mod:`.neuron_pool` have small libraries of their
+own, so each recipe compiles only what it runs.
 """
 
 from __future__ import annotations
@@ -34,12 +34,7 @@ _SIGNATURES = {
     "if_lif_backward": [_P, _P, _I, _P, _I, _P, _P, _I, _I, _C, _F, _F, _F, _C, _C, _C, _F, _F,
                         _C],
     "leaky_forward": [_P, _I, _P, _P, _P, _P, _I, _I, _F, _C, _C],
-    "rleaky_step_forward": [_P, _P, _P, _P, _P, _P, _I, _F, _C],
-    "rleaky_step_backward": [_P, _P, _P, _P, _P, _P, _P, _P, _I, _F, _C, _C, _F, _F],
     "leaky_backward": [_P, _P, _P, _P, _I, _P, _I, _P, _P, _P, _I, _I, _F, _C, _C, _F, _F, _C],
-    "lif_pool_forward": [_P, _I, _P, _P, _P, _P, _P, _I, _I, _I, _I, _C, _F, _F, _F, _C, _C],
-    "lif_pool_backward": [_P, _P, _P, _P, _P, _C, _P, _I, _I, _I, _I, _C, _F, _F, _F, _C, _C, _C,
-                          _F, _F, _C],
 }
 
 

@@ -1,5 +1,5 @@
 """An IF/LIF neuron followed by 2×2 max pooling, as one CPU kernel (``lif_pool_*`` in
-``cpu_kernels.cpp``):
+``neuron_pool_kernels.cpp``):
 
     lif_pool(neuron, pool, x)  =  pool(neuron(x))     [T, B, C, H, W] → [T, B, C, H/2, W/2]
 
@@ -15,16 +15,22 @@ summed over time inside the kernel.
 
 from __future__ import annotations
 
+import ctypes
+from functools import lru_cache
+from pathlib import Path
+
 import torch
 from torch import Tensor, nn
 
 from ..neuron import LIF
 from ..surrogate import Surrogate
+from . import build
 from .cpu import _mode, _surrogate_args
 
 
 def _fits(neuron: nn.Module, pool: nn.Module, x: Tensor) -> bool:
     return (isinstance(neuron, LIF) and not neuron.record and neuron.backend in ("auto", "cpu")
+            and neuron.surrogate.name == "atan"
             and isinstance(pool, nn.MaxPool2d) and pool.kernel_size in (2, (2, 2))
             and pool.stride in (2, (2, 2)) and pool.padding in (0, (0, 0))
             and pool.dilation in (1, (1, 1)) and not pool.ceil_mode and not pool.return_indices
@@ -32,11 +38,18 @@ def _fits(neuron: nn.Module, pool: nn.Module, x: Tensor) -> bool:
             and not torch.is_autocast_enabled("cpu"))
 
 
-def _library():
-    from . import get_backend
+_P, _I, _F, _C = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+_SIGNATURES = {
+    "lif_pool_forward": [_P, _I, _P, _P, _P, _P, _P, _I, _I, _I, _I, _C, _F, _F, _F, _C, _C],
+    "lif_pool_backward": [_P, _P, _P, _P, _P, _C, _P, _I, _I, _I, _I, _C, _F, _F, _F, _C, _C,
+                          _F, _F, _C],
+}
 
-    backend = get_backend("auto", "cpu")
-    return backend.library() if hasattr(backend, "library") else None
+
+@lru_cache(maxsize=1)
+def library() -> ctypes.CDLL:
+    """The compiled kernels (``neuron_pool_kernels.cpp``; raises :class:`build.BuildError`)."""
+    return build.bind(Path(__file__).with_name("neuron_pool_kernels.cpp"), _SIGNATURES)
 
 
 class _LifPool(torch.autograd.Function):
@@ -82,7 +95,7 @@ class _LifPool(torch.autograd.Function):
             None if g_v is None else g_v.data_ptr(), gx.data_ptr(), int(static),
             None if gv0 is None else gv0.data_ptr(), steps, b * c, h, w, _mode(tau, decay_input),
             float(tau or 1.0), float(v_threshold), float(v_reset or 0.0), int(v_reset is None),
-            int(detach_reset), *_surrogate_args(surrogate), torch.get_num_threads())
+            int(detach_reset), *_surrogate_args(surrogate)[1:], torch.get_num_threads())
         if gv0 is not None:
             gv0 = gv0.sum_to_size(ctx.v_shape)
         return gx, gv0, None, None, None, None, None, None, None, None
@@ -92,10 +105,12 @@ def lif_pool(neuron: nn.Module, pool: nn.Module, x: Tensor, steps: int | None = 
     """``pool(neuron(x_seq))`` → ``[T, B, C, H/2, W/2]``, fused where it applies.
 
     ``x``: ``[T, B, C, H, W]``, or ``[B, C, H, W]`` with ``steps`` (the same input at every
-    step). Fused for an IF/LIF neuron (not recording) and ``MaxPool2d(2)`` on CPU float32 data;
-    otherwise the two layers run as they are. The neuron's state is updated either way.
+    step). Fused for an IF/LIF neuron (ATan surrogate, not recording) and ``MaxPool2d(2)`` on
+    CPU float32 data; otherwise the two layers run as they are. The neuron's state is updated
+    either way.
     """
-    lib = _library() if _fits(neuron, pool, x) and x.dim() == (4 if steps else 5) else None
+    lib = (library() if _fits(neuron, pool, x) and x.dim() == (4 if steps else 5)
+           and build.loads(library) else None)
     if lib is None:
         x_seq = x.unsqueeze(0).expand(steps, *x.shape) if steps else x
         y = neuron(x_seq)

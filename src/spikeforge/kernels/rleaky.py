@@ -10,31 +10,49 @@ graph; backward is hand-written backpropagation through time:
 
 where V' is ``G @ W`` (Linear) or ``G ⊙ w`` (one-to-one). The per-step graph of ~10 autograd
 nodes becomes one node. On CPU float32 each step's elementwise part is one compiled call
-(:mod:`.cpu`); elsewhere (GPU, other dtypes, autocast) the same loop runs as tensor operations.
+(``rleaky_kernels.cpp``); elsewhere (GPU, other dtypes, autocast) the same loop runs as tensor
+operations.
 """
 
 from __future__ import annotations
+
+import ctypes
+from functools import lru_cache
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..surrogate import Surrogate
+from . import build
+
+_P, _I, _F, _C = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
 
 
 def _feedback(kind: str, s: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return F.linear(s, weight, bias) if kind == "linear" else weight * s
 
 
+_SIGNATURES = {
+    "rleaky_step_forward": [_P, _P, _P, _P, _P, _P, _I, _F, _C],
+    "rleaky_step_backward": [_P, _P, _P, _P, _P, _P, _P, _P, _I, _F, _C, _C, _F, _F],
+}
+
+
+@lru_cache(maxsize=1)
+def library() -> ctypes.CDLL:
+    """The compiled step kernels (``rleaky_kernels.cpp``; raises :class:`build.BuildError`)."""
+    return build.bind(Path(__file__).with_name("rleaky_kernels.cpp"), _SIGNATURES)
+
+
 def _compiled(x_seq: Tensor, beta: Tensor, weight: Tensor):
-    """The compiled CPU step functions when they apply (CPU float32, no autocast), else None."""
+    """The compiled CPU step functions when they apply (CPU float32, no autocast, the library
+    builds here), else None."""
     if (x_seq.device.type != "cpu" or x_seq.dtype != torch.float32 or beta.dtype != torch.float32
             or weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu")):
         return None
-    from . import get_backend
-
-    backend = get_backend("auto", "cpu")
-    return backend.library() if hasattr(backend, "library") else None
+    return library() if build.loads(library) else None
 
 
 def _c(t: Tensor | None) -> int | None:

@@ -1,0 +1,164 @@
+// IF/LIF followed by 2×2 max pooling in one pass, for kernels/neuron_pool.py (ATan surrogate,
+// the recipes' own; the others run the separate layers).
+#include "neuron_math.h"
+
+// IF/LIF over T followed by 2×2 max pooling (stride 2, floor mode) of the spikes, per plane of
+// H×W neurons (P planes = B·C), so the full-resolution spikes and membranes never reach memory.
+// The neuron arithmetic is if_lif_forward's, operation for operation. x [T, P, H, W] is read with
+// time stride x_st (0: the same input at every step); v0 [P, H, W]. Writes out [T, P, PH, PW]
+// (pooled spikes), arg [T, P, PH, PW] (0..3: the window's first maximum in row-major order, as
+// torch's max_pool2d picks it) unless NULL, h [T, P, H, W] (pre-reset membrane, for backward)
+// unless NULL, and v_last [P, H, W] (the membrane after the last step).
+template <int MODE, bool SOFT>
+static void lif_pool_forward_impl(const float* x, i64 x_st, const float* v0, float* out,
+                                  uint8_t* arg, float* h_out, float* v_last, i64 T, i64 P, i64 H,
+                                  i64 W, float tau, float v_th, float v_reset, int nthreads) {
+    const i64 HW = H * W, PH = H / 2, PW = W / 2, PHW = PH * PW;
+    const float v_r = SOFT ? 0.0f : v_reset;
+#pragma omp parallel num_threads(threads_for(T * P * HW, nthreads))
+    {
+        float* v = (float*)malloc(sizeof(float) * HW);
+        float* s = (float*)malloc(sizeof(float) * HW);
+#pragma omp for schedule(static)
+        for (i64 p = 0; p < P; ++p) {
+            memcpy(v, v0 + p * HW, sizeof(float) * HW);
+            for (i64 t = 0; t < T; ++t) {
+                const float* xt = x + t * x_st + p * HW;
+                float* ht = h_out ? h_out + (t * P + p) * HW : nullptr;
+                for (i64 i = 0; i < HW; ++i) {
+                    const float h = lif_charge(MODE, v[i], xt[i], tau, v_r);
+                    const float sp = lif_fire(h, v_th);
+                    v[i] = lif_reset(SOFT, h, sp, v_th, v_reset);
+                    s[i] = sp;
+                    if (ht) ht[i] = h;
+                }
+                float* ot = out + (t * P + p) * PHW;
+                uint8_t* at = arg ? arg + (t * P + p) * PHW : nullptr;
+                for (i64 py = 0; py < PH; ++py) {
+                    for (i64 px = 0; px < PW; ++px) {
+                        const float* w0 = s + 2 * py * W + 2 * px;
+                        const float cand[4] = {w0[0], w0[1], w0[W], w0[W + 1]};
+                        float m = cand[0];
+                        uint8_t a = 0;
+                        for (uint8_t q = 1; q < 4; ++q) {
+                            if (cand[q] > m) {
+                                m = cand[q];
+                                a = q;
+                            }
+                        }
+                        ot[py * PW + px] = m;
+                        if (at) at[py * PW + px] = a;
+                    }
+                }
+            }
+            memcpy(v_last + p * HW, v, sizeof(float) * HW);
+        }
+        free(s);
+        free(v);
+    }
+}
+
+extern "C" void lif_pool_forward(const float* x, i64 x_st, const float* v0, float* out,
+                                 uint8_t* arg, float* h_out, float* v_last, i64 T, i64 P, i64 H,
+                                 i64 W, int mode, float tau, float v_th, float v_reset, int soft,
+                                 int nthreads) {
+#define LIF_POOL_FWD(M, S) \
+    lif_pool_forward_impl<M, S>(x, x_st, v0, out, arg, h_out, v_last, T, P, H, W, tau, v_th, \
+                                v_reset, nthreads)
+    if (mode == IF_MODE)
+        soft ? LIF_POOL_FWD(IF_MODE, true) : LIF_POOL_FWD(IF_MODE, false);
+    else if (mode == LIF_DECAY_INPUT)
+        soft ? LIF_POOL_FWD(LIF_DECAY_INPUT, true) : LIF_POOL_FWD(LIF_DECAY_INPUT, false);
+    else
+        soft ? LIF_POOL_FWD(LIF_NO_DECAY_INPUT, true) : LIF_POOL_FWD(LIF_NO_DECAY_INPUT, false);
+#undef LIF_POOL_FWD
+}
+
+// Its backward: g [T, P, PH, PW] is dL/d(pooled spikes), routed to each window's winner (the
+// other three get none, as in max_pool2d's backward); gv_last [P, H, W] (dL/dV after the last
+// step) may be NULL. Then if_lif_backward's arithmetic per neuron. Writes gx [T, P, H, W], or,
+// when sum_t, Σ_t dL/dX[t] into gx [P, H, W] (the input was the same at every step); gv0
+// [P, H, W] unless NULL.
+template <int MODE, bool SOFT, bool DETACH, int SG>
+static void lif_pool_backward_impl(const float* h, const uint8_t* arg, const float* g,
+                                   const float* gv_last, float* gx, int sum_t, float* gv0, i64 T,
+                                   i64 P, i64 H, i64 W, float tau, float v_th, float v_reset,
+                                   float c1, float c2, int nthreads) {
+    const i64 HW = H * W, PH = H / 2, PW = W / 2, PHW = PH * PW;
+#pragma omp parallel num_threads(threads_for(T * P * HW, nthreads))
+    {
+        float* carry = (float*)malloc(sizeof(float) * HW);
+        float* gs = (float*)malloc(sizeof(float) * HW);
+        float* acc = sum_t ? (float*)malloc(sizeof(float) * HW) : nullptr;
+#pragma omp for schedule(static)
+        for (i64 p = 0; p < P; ++p) {
+            if (gv_last)
+                memcpy(carry, gv_last + p * HW, sizeof(float) * HW);
+            else
+                memset(carry, 0, sizeof(float) * HW);
+            if (acc) memset(acc, 0, sizeof(float) * HW);
+            for (i64 t = T - 1; t >= 0; --t) {
+                memset(gs, 0, sizeof(float) * HW);
+                const float* gt = g + (t * P + p) * PHW;
+                const uint8_t* at = arg + (t * P + p) * PHW;
+                for (i64 py = 0; py < PH; ++py)
+                    for (i64 px = 0; px < PW; ++px) {
+                        const uint8_t a = at[py * PW + px];
+                        gs[(2 * py + (a >> 1)) * W + 2 * px + (a & 1)] = gt[py * PW + px];
+                    }
+                const float* ht = h + (t * P + p) * HW;
+                float* gxt = sum_t ? acc : gx + (t * P + p) * HW;
+                for (i64 i = 0; i < HW; ++i) {
+                    const float gxi = lif_backward_step<MODE, SOFT, DETACH, SG>(
+                        ht[i], gs[i], carry[i], tau, v_th, v_reset, c1, c2, &carry[i]);
+                    if (sum_t)
+                        gxt[i] += gxi;
+                    else
+                        gxt[i] = gxi;
+                }
+            }
+            if (acc) memcpy(gx + p * HW, acc, sizeof(float) * HW);
+            if (gv0) memcpy(gv0 + p * HW, carry, sizeof(float) * HW);
+        }
+        free(acc);
+        free(gs);
+        free(carry);
+    }
+}
+
+template <int MODE>
+static void lif_pool_backward_mode(int soft, int detach, const float* h,
+                                   const uint8_t* arg, const float* g, const float* gv_last,
+                                   float* gx, int sum_t, float* gv0, i64 T, i64 P, i64 H, i64 W,
+                                   float tau, float v_th, float v_reset, float c1, float c2,
+                                   int nthreads) {
+#define LIF_POOL_BWD(S, D)                                                                    \
+    lif_pool_backward_impl<MODE, S, D, SG_ATAN>(h, arg, g, gv_last, gx, sum_t, gv0, T, P, H, W, \
+                                                tau, v_th, v_reset, c1, c2, nthreads)
+    if (soft && detach)
+        LIF_POOL_BWD(true, true);
+    else if (soft)
+        LIF_POOL_BWD(true, false);
+    else if (detach)
+        LIF_POOL_BWD(false, true);
+    else
+        LIF_POOL_BWD(false, false);
+#undef LIF_POOL_BWD
+}
+
+extern "C" void lif_pool_backward(const float* h, const uint8_t* arg, const float* g,
+                                  const float* gv_last, float* gx, int sum_t, float* gv0, i64 T,
+                                  i64 P, i64 H, i64 W, int mode, float tau, float v_th,
+                                  float v_reset, int soft, int detach_reset, float c1, float c2,
+                                  int nthreads) {
+#define LIF_POOL_BWD(M)                                                                       \
+    lif_pool_backward_mode<M>(soft, detach_reset, h, arg, g, gv_last, gx, sum_t, gv0,          \
+                              T, P, H, W, tau, v_th, v_reset, c1, c2, nthreads)
+    if (mode == IF_MODE)
+        LIF_POOL_BWD(IF_MODE);
+    else if (mode == LIF_DECAY_INPUT)
+        LIF_POOL_BWD(LIF_DECAY_INPUT);
+    else
+        LIF_POOL_BWD(LIF_NO_DECAY_INPUT);
+#undef LIF_POOL_BWD
+}
