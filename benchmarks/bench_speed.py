@@ -8,10 +8,12 @@ Every framework gets the same random batch (MNIST-like images or 1.5 %-dense eve
 recipe's batch size, T, loss and optimizer. Each round times every framework in turn (the order
 rotates between rounds), so machine-speed drift hits all of them alike; the figures are medians
 over rounds, and ratios are taken inside this one run. Peak memory is the peak RSS of a separate
-process that builds and runs only that framework. The FLOP fraction is the matmul/conv FLOPs that
-each framework's training step runs (torch's FlopCounterMode; work done by spikeforge's own
-sparse kernels is not counted) per second, over the best of a 2048³ GEMM and the recipe's
-heaviest convolution measured in the same run.
+process that builds and runs only that framework. The FLOP column is the model's dense
+matmul/conv FLOPs per training step (as torch's FlopCounterMode counts them in the plain per-step
+PyTorch baseline, the reference tutorials' way) times steps per second, over the best of a 2048³
+GEMM and the recipe's heaviest convolution measured in the same run: how close each framework
+comes to running the model's dense arithmetic at this machine's peak (sparse kernels that skip
+work can pass 100%).
 """
 
 from __future__ import annotations
@@ -148,7 +150,9 @@ def bench_recipe(recipe: str, rounds: int, amp: bool, log) -> dict:
         result[name] = {"train_img_s": batch / tr, "eval_img_s": batch / ev, "train_s": tr,
                         "eval_s": ev, "train_samples": t["train"], "eval_samples": t["eval"],
                         "flops_per_train_step": flops_of(fws[name][0])}
-    return {"frameworks": result, "peak_flops": max(peaks), "T": steps, "batch": batch}
+    model_flops = result["plain-pytorch"]["flops_per_train_step"]
+    return {"frameworks": result, "peak_flops": max(peaks), "model_flops": model_flops,
+            "T": steps, "batch": batch}
 
 
 def memory_of(recipe: str, framework: str) -> dict:
@@ -177,7 +181,7 @@ def _load() -> float:
 def table(results: dict) -> str:
     """The markdown table of one run."""
     lines = ["| recipe | framework | train img/s | eval img/s | spikeforge ÷ this (train, "
-             "eval) | peak RSS MiB | FLOP fraction (train) |",
+             "eval) | peak RSS MiB | model FLOP/s ÷ peak (train) |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for recipe, r in results["recipes"].items():
         fws = r["frameworks"]
@@ -187,7 +191,7 @@ def table(results: dict) -> str:
                      f"{ours['train_img_s'] / f['train_img_s']:.2f}×, "
                      f"{ours['eval_img_s'] / f['eval_img_s']:.2f}×")
             mem = r.get("memory", {}).get(name, {}).get("peak_rss_mib")
-            frac = f["flops_per_train_step"] / f["train_s"] / r["peak_flops"]
+            frac = r["model_flops"] / f["train_s"] / r["peak_flops"]
             lines.append(f"| {recipe} (T={r['T']}, b={r['batch']}) | {name} | "
                          f"{f['train_img_s']:,.0f} | {f['eval_img_s']:,.0f} | {ratio} | "
                          f"{'' if mem is None else f'{mem:,.0f}'} | {frac:.1%} |")
@@ -214,54 +218,65 @@ def targets(results: dict) -> str:
 NOTES = """\
 How to read it: *spikeforge ÷ this* is spikeforge's img/s over that framework's, both measured
 in the same rounds. `spikeforge-bf16` is the same step under `torch.autocast("cpu", bfloat16)`
-(an extra column, not used for the targets). Peak RSS is that of a fresh process that imports and
-runs only that framework (two training steps and one evaluation). The FLOP fraction counts only
-the matmul/conv work each framework's step actually runs (spikeforge skips repeated work: the
-first block of direct-encoded nets runs once; N-MNIST's sparse first convolution is not counted).
-SpikingJelly is installed with `pip install --no-deps spikingjelly loguru` (its requirements would
-replace the CPU torch); snnTorch with `pip install -e ".[bench]"`. One user-facing run of the
-spikeforge side: `spikeforge bench RECIPE` (add `--amp`, `--json`).
+(an extra column, not used for the targets; spikeforge's own kernels stay float32 under it).
+Peak RSS is that of a fresh process that imports and runs only that framework (two training
+steps and one evaluation). SpikingJelly is installed with `pip install --no-deps spikingjelly
+loguru` (its requirements would replace the CPU torch); snnTorch with `pip install -e ".[bench]"`.
+One user-facing run of the spikeforge side: `spikeforge bench RECIPE` (add `--amp`, `--json`).
 
-Where the time goes, and why targets are missed:
+Where spikeforge's time goes (same model, loss, optimizer, batch and T as the references):
 
-- **fc-lif**: the step is two passes of a dense `[T·B, 784]` float32 spike matrix through the
-  Linear (forward and weight gradient, ~20 MB each) plus writing it in the Poisson encoder. The
-  encoder now draws only for nonzero pixels, four 16-bit uniforms per 64-bit SplitMix64 word,
-  written in one compiled pass (T=100, b=64: 67 → 9.7 ms on one thread, loaded machine), and the
-  LIF loop is one fused kernel (fwd+bwd of `[100, 64, 10]`: 96 → 1.2 ms). What is left is the
-  memory traffic of the spike matrix plus Adam and the loss. Closing the gap to 10× needs spikes
-  kept narrow end to end (`encoding.poisson(..., dtype=torch.uint8)` produces them) with a first
-  Linear that reads bytes; a first kernel for that (16-lane widening, and a count-trailing-zeros
-  sparse variant) was no faster than MKL's float GEMM here, so it is not shipped.
-- **nmnist-csnn**: the first convolution runs from the events only (1.5 % dense) and is pooled on
-  the fly, so its 1.6 GB full-resolution output is never written, and the Leaky loops are fused.
-  Profile of one spikeforge step (T=300, b=128, 2 threads, quiet machine, ~6.4 s): dense second
-  convolution 3.7 s (forward 1.0, backward 2.7), sparse conv-pool 1.4 s, Leaky loops 0.7 s,
-  second max-pool 0.5 s. snnTorch's whole step takes ~7 s: its per-step (b=128) convolutions run
-  at about the same FLOP rate as ours, so the dense second convolution alone bounds the ratio
-  below 2×; the 5× target needs that layer sparse too (its input is the binary layer-1 spikes).
-  Tried and not shipped: the second convolution on channels-last data is 2× faster in isolation
-  (7,680 samples: forward 0.21 → 0.14 s, backward 0.59 → 0.27 s), but converting between the
-  NCHW elementwise kernels and NHWC cost as much (1.1 s of copies); it pays only once the neuron
-  kernels work on NHWC data directly. The sparse conv-pool itself (~20 µs per sample, mostly
-  buffer initialisation and transposes, not arithmetic) can also be made several times faster.
-- **rleaky**: one autograd node per RLeaky layer (hand-written BPTT, one compiled elementwise
-  call per step) and the input Linear run once for all T; what is left is ~4 small matmuls per
-  step and layer, forward and backward. Over today's interleaved runs the training ratio was
-  2.6–3.0× (quiet machine: 2.99× at 13:40, 2.61× in the run above), so the target sits within
-  machine noise of the line; fc-lif ranged 4.9–5.7× over the same runs.
-- **csnn**: the first Conv-BN runs once and is broadcast over T and the IF loops are fused
-  (fwd+bwd of `[4, 128, 64, 28, 28]`: 1,752 → 229 ms, loaded machine); the remaining time is
-  oneDNN's convolution and the 3136×1024 Linear.
+- **fc-lif**: the Poisson draws feed the Linear directly (`encoding.poisson_linear`,
+  `kernels/poisson_kernels.cpp`): only the ~19 % nonzero pixels draw (four 16-bit uniforms per
+  SplitMix64 word), each spike adds one 16-float weight row (AVX-512 masked add), and backward
+  sums the output gradient over the steps each pixel fired (one byte per pixel and step kept).
+  No `[T·B, 784]` spike matrix is built, so neither GEMM runs; the spikes are the ones
+  `encoding.poisson` draws from the same generator. The LIF loop is one fused kernel; Adam is
+  torch's fused implementation. Step (T=100, b=64, quiet machine): 11.4 → 2.3 ms train,
+  6.4 → 1.6 ms eval. The FLOP column passes 100 % because the dense arithmetic is skipped.
+- **csnn**: the first Conv-BN runs once for all T; each IF-MaxPool pair is one kernel
+  (`kernels/neuron_pool.py`) that pools every step's spikes as it makes them and routes the
+  pooled gradient to each window's winner, so the full-resolution spikes never reach memory and
+  the static block's gradient is summed over T in the kernel (train 468 → 322 ms, eval 144 →
+  88 ms per step in an A/B run). What is left is oneDNN's convolutions and the 3136×1024 GEMM.
+- **nmnist-csnn**: both Conv-MaxPool blocks work from the nonzero inputs only (the events, then
+  layer 1's binary spikes; `kernels/sparse.py`, `sparse_kernels.cpp`): each window's four conv
+  outputs are summed in registers and pooled at once, and backward uses that only a window's
+  winner gets a gradient. The hidden net (Conv-Pool-Leaky-Conv-Pool-Leaky-Linear) runs as one
+  pass per sample over time, channels-last, keeping layer 2's membrane and winners and
+  recomputing layer 1 in backward; spikes equal the reference Leaky's bit for bit. This work
+  follows the spikes, so the benchmark scales the net to fire like a trained one (layer 1 on
+  10 %, layer 2 on 25 % of neuron-steps, `spikeforge bench`'s `NMNIST_RATES`): random events
+  leave a fresh net silent, which would halve the step. Per thread and step at that activity:
+  forward ≈ 355 ms (layer-2 conv 115, layer-1 conv 93, input scans 116), backward ≈ 800 ms
+  (layer-2 input gradient 340, at ~60 % of this CPU's measured FMA rate; layer-2 weight gradient
+  160; layer-1 recompute 200). The step was 6.7 s at the start of this work (dense second
+  convolution). The ratio sits near the line (5.3×); keeping layer 1's state too (≈ 100 ms per
+  thread of recompute, ~550 MB) would widen it. Under bf16 autocast the model runs its dense
+  layers (the sparse kernels are float32), hence the slow bf16 column.
+- **rleaky**: one autograd node per RLeaky layer (hand-written BPTT) that writes each step into
+  the output in place, with the elementwise step compiled and vectorised (backward step 30.8 →
+  6.7 µs); the input Linear runs once for all T and Adam is fused. The feedback stays a torch
+  GEMM (as in snnTorch, so spikes match it bit for bit); what is left is ~4 small GEMMs per step
+  and layer, so the ratio stays near the line (3.2×).
 
-Start-up: the CPU kernels are one `g++` call, cached per machine under `~/.cache/spikeforge`
-(about 1 s cold on a quiet machine, 4 s CPU under load; a warm start only loads the library);
-`spikeforge bench fc-lif` finished its first training step 5.5 s after launch on a warm, loaded
-machine (mostly imports), 9.2 s with a cold kernel cache. The machine is shared: other jobs may
-run during a measurement (load average above), and with two torch threads an oversubscribed core
-makes every OpenMP barrier slow; ratios from one run, not absolute numbers, are the result.
-No GPU was available to this session: the Triton kernels are written and imported only when asked
-for, but their equivalence tests and the `[T=32, 64, 65536]` LIF timing were not run.
+This run's absolute figures are below the ones in issue 6 for the same frameworks (e.g. snnTorch
+rleaky 4,784 vs ~7,500 img/s): the machine's speed drifts, which is why only ratios from one
+interleaved run are compared. It was taken just before the neuron, neuron-pool and RLeaky-step
+kernels moved into separate libraries (the same code, compiled per file).
+
+Start-up: the CPU kernels are five small libraries (neurons, neuron-pool, RLeaky step, Poisson,
+sparse convolutions), each compiled on first use and cached per machine under
+`~/.cache/spikeforge` (cold: neurons 4.0 s,
+sparse 5.7 s, neuron-pool 2.8 s, Poisson 1.0 s, RLeaky step 0.8 s of `g++`). `spikeforge bench`
+finished its first training step 2.8 s (fc-lif), 3.3 s (csnn, rleaky) and 5.9 s (nmnist-csnn,
+incl. the activity scaling) after launch with a warm cache, 7.1, 9.4, 10.0 and 13.6 s with an
+empty one. The
+machine is shared: with two torch threads, a core taken by another process makes every OpenMP
+barrier slow (a 2.3 ms step can take 70 ms), so the figures above were taken with nothing else
+running, and only ratios from one run are compared. No GPU was available to this session: the
+Triton kernels are written and imported only when asked for, but their equivalence tests and the
+`[T=32, 64, 65536]` LIF timing were not run.
 """
 
 
