@@ -394,17 +394,13 @@ static void weight_grad_channels(const Sample& s, const float* gpad, const uint8
     }
 }
 
-// Forward by scatter, for inputs sparser than the pooling windows: every nonzero input adds
-// v · W[:, c, ky, kx] to the 2·PH × 2·PW convolution outputs it reaches (in s.conv, from the
-// bias), then the windows are pooled. Each output sums its inputs in the order of
-// forward_channels (rows, columns, channels ascending) without the zero-border taps.
-static void forward_scatter(const Sample& s, const float* wext, const float* bias, float* outn,
-                            uint8_t* argn) {
+// Calls visit(entry, R, J, ky0, ky1, kx0, kx1) for every nonzero input of s at padded row R and
+// column J, in forward_channels' order, with the kernel taps [ky0, ky1] × [kx0, kx1] that join it
+// to the 2·PH × 2·PW convolution outputs the pooling reads (no zero-border taps).
+template <typename Visit>
+static inline void for_each_nonzero(const Sample& s, Visit visit) {
     const Geometry& g = s.g;
-    const i64 OP = g.OP, KE = g.KE, K = g.K, YH = 2 * g.PH, XW = 2 * g.PW;
-    float* buf = s.conv;
-    for (i64 i = 0; i < YH * XW; ++i)
-        for (i64 o = 0; o < OP; o += L) vstore(buf + i * OP + o, vload(bias + o));
+    const i64 K = g.K, YH = 2 * g.PH, XW = 2 * g.PW;
     for (i64 R = 0; R < g.HP && R < YH + K - 1; ++R) {
         uint64_t cols = s.occ[R];
         const int32_t* st = s.start + R * (g.WP + 1);
@@ -414,20 +410,34 @@ static void forward_scatter(const Sample& s, const float* wext, const float* bia
             cols &= cols - 1;
             if (J >= XW + K - 1) break;
             const i64 kx0 = J - XW + 1 > 0 ? J - XW + 1 : 0, kx1 = J < K - 1 ? J : K - 1;
-            for (i64 e = st[J]; e < st[J + 1]; ++e) {
-                const vf v = vset(s.entries[e].v);
-                const float* wc = wext + s.entries[e].off - J * OP + (KE + 1) * OP;
-                for (i64 ky = ky0; ky <= ky1; ++ky) {
-                    float* d = buf + ((R - ky) * XW + J) * OP;
-                    const float* w = wc + ky * KE * OP;
-                    for (i64 kx = kx0; kx <= kx1; ++kx)
-                        for (i64 o = 0; o < OP; o += L)
-                            vstore(d - kx * OP + o,
-                                   vfma(v, vload(w + kx * OP + o), vload(d - kx * OP + o)));
-                }
-            }
+            for (i64 e = st[J]; e < st[J + 1]; ++e) visit(s.entries[e], R, J, ky0, ky1, kx0, kx1);
         }
     }
+}
+
+// Forward by scatter, for inputs sparser than the pooling windows: every nonzero input adds
+// v · W[:, c, ky, kx] to the 2·PH × 2·PW convolution outputs it reaches (in s.conv, from the
+// bias), then the windows are pooled. Each output sums its inputs in the order of
+// forward_channels (rows, columns, channels ascending) without the zero-border taps.
+static void forward_scatter(const Sample& s, const float* wext, const float* bias, float* outn,
+                            uint8_t* argn) {
+    const Geometry& g = s.g;
+    const i64 OP = g.OP, KE = g.KE, YH = 2 * g.PH, XW = 2 * g.PW;
+    float* buf = s.conv;
+    for (i64 i = 0; i < YH * XW; ++i)
+        for (i64 o = 0; o < OP; o += L) vstore(buf + i * OP + o, vload(bias + o));
+    for_each_nonzero(s, [&](const Entry& en, i64 R, i64 J, i64 ky0, i64 ky1, i64 kx0, i64 kx1) {
+        const vf v = vset(en.v);
+        const float* wc = wext + en.off - J * OP + (KE + 1) * OP;
+        for (i64 ky = ky0; ky <= ky1; ++ky) {
+            float* d = buf + ((R - ky) * XW + J) * OP;
+            const float* w = wc + ky * KE * OP;
+            for (i64 kx = kx0; kx <= kx1; ++kx)
+                for (i64 o = 0; o < OP; o += L)
+                    vstore(d - kx * OP + o,
+                           vfma(v, vload(w + kx * OP + o), vload(d - kx * OP + o)));
+        }
+    });
     for (i64 py = 0; py < g.PH; ++py) {
         for (i64 px = 0; px < g.PW; ++px) {
             const i64 p = py * g.PW + px;
@@ -448,7 +458,7 @@ static void forward_scatter(const Sample& s, const float* wext, const float* bia
 static void weight_grad_scatter(const Sample& s, const float* gpad, const uint8_t* an,
                                 float* gwext) {
     const Geometry& g = s.g;
-    const i64 OP = g.OP, KE = g.KE, K = g.K, YH = 2 * g.PH, XW = 2 * g.PW;
+    const i64 OP = g.OP, KE = g.KE, XW = 2 * g.PW;
     float* buf = s.conv;
     for (i64 py = 0; py < g.PH; ++py) {
         for (i64 px = 0; px < g.PW; ++px) {
@@ -464,29 +474,18 @@ static void weight_grad_scatter(const Sample& s, const float* gpad, const uint8_
             }
         }
     }
-    for (i64 R = 0; R < g.HP && R < YH + K - 1; ++R) {
-        uint64_t cols = s.occ[R];
-        const int32_t* st = s.start + R * (g.WP + 1);
-        const i64 ky0 = R - YH + 1 > 0 ? R - YH + 1 : 0, ky1 = R < K - 1 ? R : K - 1;
-        while (cols) {
-            const i64 J = __builtin_ctzll(cols);
-            cols &= cols - 1;
-            if (J >= XW + K - 1) break;
-            const i64 kx0 = J - XW + 1 > 0 ? J - XW + 1 : 0, kx1 = J < K - 1 ? J : K - 1;
-            for (i64 e = st[J]; e < st[J + 1]; ++e) {
-                const vf v = vset(s.entries[e].v);
-                float* dc = gwext + s.entries[e].off - J * OP + (KE + 1) * OP;
-                for (i64 ky = ky0; ky <= ky1; ++ky) {
-                    const float* src = buf + ((R - ky) * XW + J) * OP;
-                    float* d = dc + ky * KE * OP;
-                    for (i64 kx = kx0; kx <= kx1; ++kx)
-                        for (i64 o = 0; o < OP; o += L)
-                            vstore(d + kx * OP + o,
-                                   vfma(v, vload(src - kx * OP + o), vload(d + kx * OP + o)));
-                }
-            }
+    for_each_nonzero(s, [&](const Entry& en, i64 R, i64 J, i64 ky0, i64 ky1, i64 kx0, i64 kx1) {
+        const vf v = vset(en.v);
+        float* dc = gwext + en.off - J * OP + (KE + 1) * OP;
+        for (i64 ky = ky0; ky <= ky1; ++ky) {
+            const float* src = buf + ((R - ky) * XW + J) * OP;
+            float* d = dc + ky * KE * OP;
+            for (i64 kx = kx0; kx <= kx1; ++kx)
+                for (i64 o = 0; o < OP; o += L)
+                    vstore(d + kx * OP + o,
+                           vfma(v, vload(src - kx * OP + o), vload(d + kx * OP + o)));
         }
-    }
+    });
 }
 
 // Forward by scatter or by gather, whichever does less work: scatter for fewer nonzero inputs
