@@ -71,13 +71,22 @@ def _forward_compiled(lib, x_seq, u0, s0, beta_full, weight, bias, kind, thresho
     steps, n = shape[0], x_seq[0].numel()
     spikes, mems = torch.empty(shape), torch.empty(shape)
     x, x_stride = (x_seq[0].contiguous(), 0) if x_seq.stride(0) == 0 else (x_seq.contiguous(), n)
-    u, s = u0.expand(shape[1:]).contiguous(), s0.expand(shape[1:])
+    u0 = u0.expand(shape[1:]).contiguous()
+    s = s0.expand(shape[1:])
+    gemm = kind == "linear" and bias is not None and len(shape) == 3
+    fb = torch.empty(shape[1:]) if gemm else None
+    weight_t = weight.t()
+    spike_steps = spikes.unbind(0)
+    u_ptr, x_ptr, b_ptr = u0.data_ptr(), x.data_ptr(), beta_full.data_ptr()
+    m_ptr, s_ptr, step = mems.data_ptr(), spikes.data_ptr(), 4 * n
+    thr, zero = float(threshold), int(reset_zero)
     for t in range(steps):
-        fb = _feedback(kind, s, weight, bias).contiguous()
-        lib.rleaky_step_forward(u.data_ptr(), x.data_ptr() + 4 * t * x_stride, fb.data_ptr(),
-                                beta_full.data_ptr(), mems[t].data_ptr(), spikes[t].data_ptr(),
-                                n, float(threshold), int(reset_zero))
-        u, s = mems[t], spikes[t]
+        # the feedback F.linear(s, W, b) is addmm(b, s, Wᵀ): the same GEMM, into one buffer
+        f = torch.addmm(bias, s, weight_t, out=fb) if gemm else \
+            _feedback(kind, s, weight, bias).contiguous()
+        lib.rleaky_step_forward(u_ptr, x_ptr + t * x_stride * 4, f.data_ptr(), b_ptr,
+                                m_ptr + t * step, s_ptr + t * step, n, thr, zero)
+        u_ptr, s = m_ptr + t * step, spike_steps[t]
     return spikes, mems
 
 
@@ -185,23 +194,26 @@ def _backward_compiled(lib, grads, carry, g_beta, mems, u0_full, beta, beta_full
     ``∂L/∂S[t]`` in one torch op."""
     sg = _surrogate_code(surrogate)
     steps, n = mems.shape[0], mems[0].numel()
-    g_s_all = None if g_spikes is None else g_spikes.contiguous()
-    g_m_all = None if g_mems is None else g_mems.contiguous()
+    g_s_steps = None if g_spikes is None else g_spikes.contiguous().unbind(0)
+    g_m_ptr = None if g_mems is None else g_mems.contiguous().data_ptr()
     buf = torch.empty_like(mems[0]) if steps > 1 else None
+    grad_steps, step = grads.unbind(0), 4 * n
+    m_ptr, g_ptr, u0_ptr = mems.data_ptr(), grads.data_ptr(), u0_full.data_ptr()
+    c_ptr, gb_ptr, b_ptr = carry.data_ptr(), g_beta.data_ptr(), beta_full.data_ptr()
+    thr, zero = float(threshold), int(reset_zero)
     for t in range(steps - 1, -1, -1):
-        g_s = None if g_s_all is None else g_s_all[t]
+        g_s = None if g_s_steps is None else g_s_steps[t]
         if t + 1 < steps:
             if kind == "linear" and g_s is not None and buf.dim() == 2:
-                g_s = torch.addmm(g_s, grads[t + 1], weight, out=buf)
+                g_s = torch.addmm(g_s, grad_steps[t + 1], weight, out=buf)
             else:
-                back = grads[t + 1] @ weight if kind == "linear" else grads[t + 1] * weight
+                back = (grad_steps[t + 1] @ weight if kind == "linear"
+                        else grad_steps[t + 1] * weight)
                 g_s = back if g_s is None else torch.add(g_s, back, out=buf)
-        u_prev = mems[t - 1] if t > 0 else u0_full
-        g_m = None if g_m_all is None else g_m_all[t].data_ptr()
-        lib.rleaky_step_backward(mems[t].data_ptr(), u_prev.data_ptr(), beta_full.data_ptr(), g_m,
-                                 None if g_s is None else g_s.data_ptr(),
-                                 carry.data_ptr(), grads[t].data_ptr(), g_beta.data_ptr(), n,
-                                 float(threshold), int(reset_zero), *sg)
+        lib.rleaky_step_backward(m_ptr + t * step, m_ptr + (t - 1) * step if t > 0 else u0_ptr,
+                                 b_ptr, None if g_m_ptr is None else g_m_ptr + t * step,
+                                 None if g_s is None else g_s.data_ptr(), c_ptr,
+                                 g_ptr + t * step, gb_ptr, n, thr, zero, *sg)
     return carry, g_beta
 
 
