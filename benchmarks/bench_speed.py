@@ -251,19 +251,21 @@ Where spikeforge's time goes (same model, loss, optimizer, batch and T as the re
   forward ≈ 355 ms (layer-2 conv 115, layer-1 conv 93, input scans 116), backward ≈ 800 ms
   (layer-2 input gradient 340, at ~60 % of this CPU's measured FMA rate; layer-2 weight gradient
   160; layer-1 recompute 200). The step was 6.7 s at the start of this work (dense second
-  convolution). The ratio sits near the line (5.3×); keeping layer 1's state too (≈ 100 ms per
-  thread of recompute, ~550 MB) would widen it. Under bf16 autocast the model runs its dense
+  convolution). The ratio varies with the machine's state (6.7× here, 5.3× in a run an hour
+  earlier); keeping layer 1's state too (≈ 100 ms per thread of recompute, ~550 MB) would widen
+  the margin. Under bf16 autocast the model runs its dense
   layers (the sparse kernels are float32), hence the slow bf16 column.
 - **rleaky**: one autograd node per RLeaky layer (hand-written BPTT) that writes each step into
   the output in place, with the elementwise step compiled and vectorised (backward step 30.8 →
   6.7 µs); the input Linear runs once for all T and Adam is fused. The feedback stays a torch
   GEMM (as in snnTorch, so spikes match it bit for bit); what is left is ~4 small GEMMs per step
-  and layer, so the ratio stays near the line (3.2×).
+  and layer, so the ratio stays near the line (3.2× here; 2.2–3.7× over today's runs: its 5 ms
+  step is the most exposed to the machine's stalls, e.g. one earlier run switched to 2× slower
+  steps half-way through).
 
 This run's absolute figures are below the ones in issue 6 for the same frameworks (e.g. snnTorch
-rleaky 4,784 vs ~7,500 img/s): the machine's speed drifts, which is why only ratios from one
-interleaved run are compared. It was taken just before the neuron, neuron-pool and RLeaky-step
-kernels moved into separate libraries (the same code, compiled per file).
+rleaky 5,261 vs ~7,500 img/s): the machine's speed drifts, which is why only ratios from one
+interleaved run are compared.
 
 Start-up: the CPU kernels are five small libraries (neurons, neuron-pool, RLeaky step, Poisson,
 sparse convolutions), each compiled on first use and cached per machine under
