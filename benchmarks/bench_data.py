@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +28,10 @@ from spikeforge.data.nmnist import NMNIST
 from spikeforge.data.simulate import write_nmnist_tree
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import results_md  # noqa: E402
+
 BEGIN, END = "<!-- data:begin -->", "<!-- data:end -->"
 
 
@@ -209,15 +214,7 @@ def _section(result: dict) -> str:
 
 def write_results(result: dict) -> None:
     (HERE / "data.json").write_text(json.dumps(result, indent=2) + "\n")
-    path = HERE / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    section = _section(result)
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    results_md.replace_section(BEGIN, END, _section(result))
 
 
 def main() -> None:

@@ -22,6 +22,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import results_md  # noqa: E402
+
 BEGIN, END = "<!-- ddp:begin -->", "<!-- ddp:end -->"
 RECIPES = {"fc-lif": ("-T", "100", 64), "csnn": ("-T", "4", 128)}
 
@@ -69,13 +73,7 @@ def main() -> None:
         "Reproduce: `python benchmarks/bench_ddp.py`. With 2 cores, 2 processes mostly trade "
         "intra-op threads for processes and add a gradient all-reduce per step; the point is "
         "that it works and what it costs, not a gain.", END])
-    results = HERE / "RESULTS.md"
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    if BEGIN in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    results.write_text(text)
+    results_md.replace_section(BEGIN, END, section)
     print(section)
 
 

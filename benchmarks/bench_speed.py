@@ -34,6 +34,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import results_md  # noqa: E402
 import speed_baselines  # noqa: E402
 import speed_frameworks  # noqa: E402
 
@@ -293,13 +294,7 @@ def write_results_md(path: Path, results: dict, command: str) -> None:
         f"{m['date']}. Reproduce: `{command}`. Raw numbers: `benchmarks/speed.json`.", "",
         table(results), "", targets(results), "", NOTES, end,
     ])
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + section + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    results_md.replace_section(begin, end, section, path)
 
 
 def main(argv=None) -> int:
