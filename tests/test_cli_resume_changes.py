@@ -5,12 +5,15 @@ epoch 1."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from test_train_synthetic import one_thread, write_mnist  # noqa: F401 (autouse fixture)
 
 from spikeforge.cli import main
@@ -130,3 +133,32 @@ def test_a_run_that_lost_last_but_kept_best_is_refused_with_the_ways_out(csnn_on
     fails(capsys, ["train", "--resume", str(run)], "last does not exist although",
           f"spikeforge eval {run}", "--overwrite")
     assert not (run / "last").exists()
+
+
+def _write_legacy_checkpoint(folder) -> None:
+    """Rewrite a checkpoint as spikeforge 0.1.0 wrote it: safetensors' save_file and
+    torch.save to the path, history rows without test_images/test_set_images."""
+    weights, state_path = folder / "model.safetensors", folder / "state.pt"
+    tensors = load_file(weights)
+    with safe_open(weights, "pt") as handle:
+        meta = handle.metadata()
+    state = torch.load(state_path, weights_only=True)
+    new = ("test_images", "test_set_images")
+    state["history"] = [{k: v for k, v in row.items() if k not in new}
+                        for row in state["history"]]
+    save_file(tensors, weights, metadata=meta)
+    state["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    torch.save(state, state_path)
+
+
+def test_a_run_written_by_the_previous_version_resumes(csnn_one_epoch, tmp_path, capsys):
+    run = shutil.copytree(csnn_one_epoch, tmp_path / "old")
+    for name in ("last", "best"):
+        _write_legacy_checkpoint(run / name)
+    for name in ("metrics.csv", "metrics.jsonl"):
+        (run / name).unlink()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
+    rows = read_metrics(run)
+    assert [r["lr"] for r in rows] == [0.1, pytest.approx(0.05, abs=1e-12)]
+    assert rows[0]["test_images"] is None and rows[1]["test_images"] == 48
+    assert (run / "metrics.csv").read_text().splitlines()[1].endswith(",,")
