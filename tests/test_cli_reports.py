@@ -95,3 +95,10 @@ def test_simulate_and_prepare_show_progress_per_split(mnist_dir, tmp_path, capsy
     assert main(["data", "prepare-nmnist", str(tmp_path / "events"), "--cache-dir",
                  str(tmp_path / "cache"), "--no-progress"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_inspect_grid_shows_progress_on_stderr(subset_run, tmp_path, capsys):
+    assert main(["inspect", str(subset_run), "--grid", "4", "--out-dir", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"classify  {i}/4  samples" for i in range(1, 5)]
+    assert "correct" in out

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..fileio import atomic_write
+from ..fileio import atomic_write, writing
 from .binfmt import write_events
 from .saccade import SaccadeConfig, simulate_saccades
 from .static import load_dataset
@@ -59,8 +59,9 @@ def write_nmnist_tree(
             labels = mnist.labels[:n].tolist()
             paths = [out / folder / str(label) / f"{i + 1:05d}.bin"
                      for i, label in enumerate(labels)]
-            for digit in range(10):
-                (out / folder / str(digit)).mkdir(parents=True, exist_ok=True)
+            with writing(out):
+                for digit in range(10):
+                    (out / folder / str(digit)).mkdir(parents=True, exist_ok=True)
             todo = [i for i in range(n) if not paths[i].exists()]
             jobs = [todo[k:k + CHUNK] for k in range(0, len(todo), CHUNK)]
             args = [(mnist.images[job].numpy(), job, [str(paths[i]) for i in job],
