@@ -121,7 +121,7 @@ def test_resume_of_a_read_only_run_changes_nothing(run_copy, capsys):
 
 @pytest.mark.parametrize("argv", [
     ["inspect", "{run}", "--index", "0", "--out-dir", "{ro}/figures"],
-    ["inspect", "{run}", "--grid", "4", "--out-dir", "{ro}/figures"],
+    ["inspect", "{run}", "--grid", "4", "--out-dir", "{ro}/figures", "--no-progress"],
     ["plot", "{run}", "--out-dir", "{ro}/figures"],
 ])
 def test_figures_into_a_read_only_folder(argv, finished_run, tmp_path, capsys):

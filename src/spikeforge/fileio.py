@@ -24,7 +24,7 @@ from .errors import WriteError
 _FIXES = {
     errno.ENOSPC: "free space on that disk or write to a folder on another disk",
     errno.EDQUOT: "free space within your disk quota or write to another folder",
-    errno.EROFS: "the file system is read-only; choose a folder on a writable disk",
+    errno.EROFS: "choose a folder on a writable disk",
     errno.EACCES: "choose a folder you may write to, or change its permissions",
     errno.EPERM: "choose a folder you may write to, or change its permissions",
     errno.ENOTDIR: "a file stands where a folder is needed; move it or choose another path",
