@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,8 +40,13 @@ def describe(err: OSError, path: str | os.PathLike | None = None, verb: str = "w
     without it, ``err.filename`` is named.
     """
     where = path if path is not None else (err.filename or "a file")
-    cause = err.strerror or str(err) or type(err).__name__
-    fix = _FIXES.get(err.errno, "check the path and try again")
+    code, cause = err.errno, err.strerror
+    found = re.search(r"errno = (\d+)", str(err))
+    if found:  # h5py (NIR files): a long message around the C library's errno
+        code = int(found[1])
+        cause = os.strerror(code)
+    cause = cause or str(err) or type(err).__name__
+    fix = _FIXES.get(code, "check the path and try again")
     return f"cannot {verb} {where} ({cause}); {fix}."
 
 
