@@ -58,10 +58,14 @@ def test_resume_with_more_epochs_follows_the_cosine_of_the_new_total(csnn_one_ep
     straight = tmp_path / "straight"
     assert main(["train", "csnn", *CSNN, "--epochs", "2", "--data-dir", str(mnist_dir),
                  "--out-dir", str(straight)]) == 0
+    assert "{Conv3x3(4)-BN-IF-MaxPool2}x2" in capsys.readouterr().out
     assert [r["lr"] for r in read_metrics(straight)] == pytest.approx(resumed, abs=1e-12)
     state = torch.load(run / "last" / "state.pt", weights_only=True)
     assert state["scheduler"]["T_max"] == 2
-    assert "{Conv3x3(4)-BN-IF-MaxPool2}x2" in capsys.readouterr().out
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    fails(capsys, ["train", "--resume", str(run), "--epochs", "1"],
+          f"--epochs 1 is fewer than the 2 epochs {run} has finished", "--epochs 2 or more")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_the_readmes_64_to_80_epoch_example_continues_on_a_cosine_over_80():

@@ -11,7 +11,8 @@ states, so a run resumed from ``last/`` continues exactly as the uninterrupted r
 
 Resuming (``resume=True``) loads ``last/``; a run folder that holds its ``config.json`` but no
 checkpoint yet (stopped during its first epoch) starts from epoch 1 with that config. A
-changed ``epochs`` stretches the cosine schedule to the new total (:func:`restore_scheduler`).
+changed ``epochs`` stretches the cosine schedule to the new total (:func:`restore_scheduler`);
+fewer epochs than ``last/`` holds are refused.
 Every write to the run directory raises :class:`~spikeforge.errors.WriteError` naming the path
 when it fails; what was written before (checkpoints, metrics) stays as it was.
 
@@ -129,6 +130,10 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         dist.barrier()
         if _has_checkpoint(out_dir):
             state = checkpoint.load_state(checkpoint.locate(out_dir, "last"))
+            if config.epochs < state["epoch"]:
+                raise ConfigError(f"--epochs {config.epochs} is fewer than the {state['epoch']} "
+                                  f"epochs {out_dir} has finished; resume it with --epochs "
+                                  f"{state['epoch']} or more.")
     else:
         check_out_dir(out_dir, overwrite)
         dist.barrier()
