@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from spikeforge import __version__
 from spikeforge.cli import main
 
@@ -30,3 +32,26 @@ def test_a_closed_pipe_ends_quietly():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["train", "fc-lif", "--lr", "abc"], ["--lr 'abc' is not a number", "spikeforge train --help"]),
+    (["train", "fc-lif", "--epochs", "one"], ["--epochs 'one' is not a whole number"]),
+    (["train", "fc-lif", "-b", "1.5"], ["-b '1.5' is not a whole number"]),
+    (["train", "fc-lif", "--lr"], ["--lr needs a value"]),
+    (["train", "fc-lif", "--bogus", "3"], ["spikeforge train does not take --bogus 3",
+                                           "spikeforge train --help"]),
+    (["eval", "RUN", "--checkpoint", "worst"], ["--checkpoint 'worst' is not one of 'best', "
+                                                "'last'", "spikeforge eval --help"]),
+    (["export", "RUN"], ["the following arguments are required: --nir"]),
+    (["data", "info", "DIR", "--depth", "2"], ["spikeforge data info does not take --depth 2"]),
+    (["data", "frobnicate"], ["ACTION 'frobnicate' is not one of"]),
+    (["trian"], ["COMMAND 'trian' is not one of", "'train'", "spikeforge --help"]),
+])
+def test_a_command_line_that_does_not_parse_is_one_sentence_and_exit_2(argv, needles, capsys):
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("spikeforge: error: ") and err.count("\n") == 1, err
+    assert "usage:" not in err and err.rstrip().endswith("--help.")
+    for needle in needles:
+        assert needle in err, err

@@ -39,7 +39,14 @@ def test_info_flags_a_damaged_file_and_an_empty_folder(tmp_path, capsys):
     _tiny_mnist(tmp_path)
     bad = tmp_path / "train-images-idx3-ubyte.gz"
     bad.write_bytes(gzip.compress(struct.pack(">HBBIII", 0, 8, 3, 2, 28, 28) + bytes(20)))
-    assert main(["data", "info", str(tmp_path)]) == 0
+    for extra in ([], ["--json"]):  # the damaged file fails the command; the others are surveyed
+        assert main(["data", "info", str(tmp_path), *extra]) == 2
+        out, err = capsys.readouterr()
+        assert out.count("sha256") == 3  # the three sound files
+        assert err.startswith("spikeforge: error: 1 of the entries surveyed") and \
+            err.count("\n") == 1 and f"damaged ({'with an' if extra else 'marked ERROR'}" in err
+        assert str(bad) in err and "Traceback" not in err
+    assert main(["data", "info", str(tmp_path)]) == 2
     out = capsys.readouterr().out
     assert f"{bad}: ERROR {bad} holds 20 data bytes but its header (2, 28, 28) needs 1568" in out
     (tmp_path / "empty").mkdir()

@@ -123,3 +123,13 @@ def test_stream_seeds_are_stable_and_distinct():
     seeds = {stream_seed(s, stream, e) for s in range(3) for stream in range(2) for e in range(5)}
     assert len(seeds) == 30 and all(0 <= s < 2**63 for s in seeds)
     assert stream_seed(0, 0, 1) == stream_seed(0, 0, 1)
+
+
+def test_the_description_names_the_network_the_settings_build():
+    avg = recipes.resolve("csnn", {"pool": "avg", "channels": 8}, {"T": 3})
+    assert avg.description == ("{Conv3x3(8)-BN-IF-AvgPool2}x2 + 2 FC-IF, direct encoding T=3, "
+                               "on MNIST, mse_rate (SpikingJelly conv_fashion_mnist)")
+    rleaky = recipes.resolve("rleaky", {"recurrence": "one_to_one", "hidden": 64, "beta": 0.8}, {})
+    assert rleaky.description.startswith("784-64-10 RLeaky(beta=0.8), one-to-one feedback")
+    assert recipes.describe(recipes.recipe_defaults("nmnist-csnn")).startswith(
+        "12C5-MP2-32C5-MP2-800FC10 with Leaky(beta=0.5), event frames, on N-MNIST")

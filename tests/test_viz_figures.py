@@ -91,7 +91,38 @@ def test_spike_raster_of_a_silent_layer_says_so(tmp_path):
     check_image(out.path, out.figure)
     assert len(out.marks.get_offsets()) == 0
     assert [t.get_text() for t in out.figure.axes[0].texts] == ["no spikes"]
-    assert out.figure.axes[1].get_xlim() == pytest.approx((0, 1.1))
+    assert out.figure.axes[1].get_xlim() == pytest.approx((0, 1.45))
+    assert [t.get_text() for t in out.count_labels] == ["0"] * 10
+
+
+def test_spike_raster_writes_each_neurons_count_on_whole_number_ticks(tmp_path):
+    s = np.zeros((6, 10), dtype=np.float32)
+    s[[0, 2, 5], 3] = 1  # neuron 3 fires three times, neuron 8 once
+    s[4, 8] = 1
+    out = viz.spike_raster(s, tmp_path / "s.png", highlight=3)
+    check_image(out.path, out.figure)
+    assert [t.get_text() for t in out.count_labels] == ["0", "0", "0", "3", "0", "0", "0", "0",
+                                                        "1", "0"]
+    assert [t.get_position()[1] for t in out.count_labels] == list(range(10))  # beside each bar
+    side = out.figure.axes[1]
+    assert side.get_xlim()[1] > 3 and out.count_labels[3].get_position()[0] > 3  # after the bar
+    ticks = [t for t in side.get_xticks() if side.get_xlim()[0] <= t <= side.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_curves_of_a_single_epoch_sit_on_epoch_one_with_visible_markers(tmp_path):
+    for draw in (viz.accuracy_curves, viz.loss_curves):
+        out = draw(ROWS[:1], tmp_path / f"{draw.__name__}.png")
+        check_image(out.path, out.figure)
+        ax = out.figure.axes[0]
+        assert ax.get_xlim() == pytest.approx((0.5, 1.5))
+        ticks = [t for t in ax.get_xticks() if 0.5 <= t <= 1.5]
+        assert ticks == [1.0]  # one whole-number tick, not 0.95 ... 1.05
+        assert all(line.get_marker() == "o" and line.get_markersize() >= 8
+                   for line in out.lines.values())
+    out = viz.accuracy_curves(ROWS, tmp_path / "three.png")
+    assert out.figure.axes[0].get_xlim() == pytest.approx((0.5, 3.5))
+    assert {t for t in out.figure.axes[0].get_xticks() if 0.5 <= t <= 3.5} == {1.0, 2.0, 3.0}
 
 
 def test_layer_rates_one_bar_per_layer_in_order(tmp_path):

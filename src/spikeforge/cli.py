@@ -2,7 +2,10 @@
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int``, and imports heavy dependencies inside ``run``. Errors a user can cause
-(:class:`~spikeforge.errors.SpikeforgeError`) print one sentence on stderr and exit with 2.
+print one sentence on stderr and exit with 2, never a traceback: a
+:class:`~spikeforge.errors.SpikeforgeError`, a bad command line (argparse's messages, turned
+into a sentence that points to ``--help``), and an :class:`OSError` that no command caught
+(a file or folder that cannot be read or written: named, with the cause).
 """
 
 from __future__ import annotations
@@ -11,11 +14,43 @@ import argparse
 import importlib
 import os
 import pkgutil
+import re
 import sys
 from collections.abc import Sequence
 
 from . import __version__, commands
 from .errors import SpikeforgeError
+from .fileio import describe
+
+
+class UsageError(SpikeforgeError):
+    """The command line does not parse (unknown flag, missing or malformed value)."""
+
+
+#: argparse's wording → ours (the flag named first, then what is wrong with the value)
+_REWORDS = (
+    (re.compile(r"argument (\S+?)(?:/\S+)?: invalid (int|float) value: (.+)"),
+     lambda m: f"{m[1]} {m[3]} is not {'a whole number' if m[2] == 'int' else 'a number'}"),
+    (re.compile(r"argument (\S+?)(?:/\S+)?: invalid choice: (\S+) \(choose from (.+)\)"),
+     lambda m: f"{m[1]} {m[2]} is not one of {m[3]}"),
+    (re.compile(r"argument (\S+?)(?:/\S+)?: expected one argument"),
+     lambda m: f"{m[1]} needs a value"),
+    (re.compile(r"argument (\S+?)(?:/\S+)?: (.+)"), lambda m: f"{m[1]}: {m[2]}"),
+)
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one sentence (a :class:`UsageError`) instead of the
+    usage block and exit: ``--lr abc`` → ``--lr 'abc' is not a number; see spikeforge train
+    --help.``"""
+
+    def error(self, message: str):
+        for pattern, reword in _REWORDS:
+            match = pattern.fullmatch(message)
+            if match:
+                message = reword(match)
+                break
+        raise UsageError(f"{message}; see {self.prog} --help.")
 
 
 def _command_modules() -> dict[str, object]:
@@ -29,7 +64,7 @@ def _command_modules() -> dict[str, object]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="spikeforge",
         description="Train spiking neural networks on MNIST, Fashion-MNIST and N-MNIST.",
     )
@@ -45,12 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse ``argv``, run the command, map user errors to exit status 2."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    if getattr(args, "_run", None) is None:
-        parser.print_help()
-        return 0
     try:
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            where = " ".join(["spikeforge"] + [name for name in (
+                getattr(args, "command", None), getattr(args, "data_command", None)) if name])
+            raise UsageError(f"{where} does not take {' '.join(unknown)}; see {where} --help.")
+        args.argv = list(sys.argv[1:] if argv is None else argv)
+        if getattr(args, "_run", None) is None:
+            parser.print_help()
+            return 0
         return int(args._run(args) or 0)
     except SpikeforgeError as err:
         print(f"spikeforge: error: {err}", file=sys.stderr)
@@ -62,3 +101,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the reader (``| head``) went away: stop quietly, as other command-line tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as err:  # a file no command expected to fail: named, with the cause
+        print(f"spikeforge: error: {describe(err, verb='use')}", file=sys.stderr)
+        return 2

@@ -18,3 +18,7 @@ class ConfigError(SpikeforgeError):
 
 class CheckpointError(SpikeforgeError):
     """A checkpoint or run directory is missing, damaged or belongs to another model."""
+
+
+class WriteError(SpikeforgeError):
+    """A file or folder could not be written (read-only folder, no permission, disk full)."""

@@ -1,6 +1,6 @@
 """``spikeforge data``: inspect, fetch, simulate and pre-cache datasets.
 
-    spikeforge data info DIR [--json] [--no-checksums]
+    spikeforge data info DIR [--json] [--no-checksums]    (exit 2 when a file is damaged)
     spikeforge data download mnist|fashion-mnist [--data-dir D]
     spikeforge data simulate-nmnist --mnist-dir D --out DIR [--limit N] [--seed S] [--workers W]
     spikeforge data prepare-nmnist ROOT [--split train|test|both] [--cache-dir C] [--workers W]
@@ -9,8 +9,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import sys
+from pathlib import Path
 
 HELP = "inspect, download, simulate (N-MNIST from MNIST) and pre-cache datasets"
 
@@ -45,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prep.add_argument("--cache-dir", help="cache folder (default: ~/.cache/spikeforge/nmnist)")
     prep.add_argument("--workers", type=int, default=1, help="processes to use (default 1)")
     prep.add_argument("--download", action="store_true", help="download N-MNIST if absent")
+    for action in (sim, prep):
+        action.add_argument("--no-progress", action="store_true",
+                            help="no progress on stderr (shown by default: a bar on a terminal, "
+                                 "a line per tenth of each split otherwise)")
 
 
 def _print_report(report: dict) -> None:
@@ -67,20 +74,65 @@ def _print_report(report: dict) -> None:
               f"{entry['bytes']} bytes" + (f", sha256 {entry['sha256']}" if "sha256" in entry
                                             else ""))
         print(f"    per class: {entry['per_class']}")
-    if "simulation" in report:
+    if "error" in report.get("simulation", {}):
+        print(f"  simulation.json: ERROR {report['simulation']['error']}")
+    elif "simulation" in report:
         print(f"  simulated: {report['simulation'].get('generator', '?')}, seed "
               f"{report['simulation'].get('seed', '?')}")
+
+
+class _SplitProgress:
+    """``bars(split, done, total)``: one progress display per split on stderr
+    (:class:`~spikeforge.train.progress.Progress`), replaced when the split changes."""
+
+    def __init__(self, verb: str, enabled: bool) -> None:
+        self.verb, self.enabled = verb, enabled
+        self.split: str | None = None
+        self.bar = None
+
+    def __call__(self, split: str, done: int, total: int) -> None:
+        from ..train.progress import Progress
+
+        if split != self.split:
+            self.close()
+            self.bar = Progress(f"{self.verb} {split}", total, enabled=self.enabled,
+                                stream=sys.stderr, unit="recordings").__enter__()
+            self.split = split
+        self.bar.update(done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar, self.split = None, None
+
+
+def _damaged(report: dict) -> list[str]:
+    """The path of every surveyed file or folder the survey found damaged."""
+    paths = [entry["path"] for entry in report["idx"] if "error" in entry]
+    paths += [entry["folder"] for entry in report["nmnist"].values() if "error" in entry]
+    if "error" in report.get("simulation", {}):
+        paths.append(str(Path(report["folder"]) / "simulation.json"))
+    return paths
 
 
 def run(args: argparse.Namespace) -> int:
     if args.data_command == "info":
         from ..data.survey import survey
+        from ..errors import DataError
 
         report = survey(args.folder, checksums=not args.no_checksums)
         if args.json:
             print(json.dumps(report, indent=2))
         else:
             _print_report(report)
+        damaged = _damaged(report)
+        if damaged:
+            where = "with an \"error\" in the report" if args.json else "marked ERROR above"
+            fix = "it with a complete copy" if len(damaged) == 1 else \
+                "them with complete copies"
+            raise DataError(f"{len(damaged)} of the entries surveyed in {report['folder']} "
+                            f"{'is' if len(damaged) == 1 else 'are'} damaged ({where}: "
+                            f"{', '.join(damaged)}); replace {fix}.")
         return 0
     if args.data_command == "download":
         from ..data import load_dataset
@@ -95,9 +147,9 @@ def run(args: argparse.Namespace) -> int:
 
         if args.limit is not None and args.limit < 1:
             raise ConfigError(f"--limit must be at least 1, got {args.limit}.")
-        summary = write_nmnist_tree(args.mnist_dir, args.out, limit=args.limit, seed=args.seed,
-                                    workers=args.workers,
-                                    log=lambda m: print(m, file=sys.stderr, flush=True))
+        with contextlib.closing(_SplitProgress("simulate", not args.no_progress)) as bars:
+            summary = write_nmnist_tree(args.mnist_dir, args.out, limit=args.limit,
+                                        seed=args.seed, workers=args.workers, progress=bars)
         for split, entry in summary["splits"].items():
             print(f"{args.out}/{split}: {entry['recordings']} recordings, per class "
                   f"{entry['per_class']}")
@@ -109,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
         for train in splits:
             ds = NMNIST(args.root, train=train, cache_dir=args.cache_dir, download=args.download,
                         workers=args.workers)
-            built = ds.prepare()
+            with contextlib.closing(_SplitProgress("prepare", not args.no_progress)) as bars:
+                built = ds.prepare(progress=functools.partial(bars, ds.split_dir.name))
             print(f"{ds.split_dir}: {len(ds)} recordings, {built} newly cached in {ds.cache_dir}")
         return 0
     raise AssertionError(args.data_command)

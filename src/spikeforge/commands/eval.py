@@ -2,7 +2,8 @@
 
 The test set is encoded with the same random stream (and ``--amp`` autocast) as during
 training, so on the same device the accuracy equals the ``test_acc`` that ``metrics.csv`` holds
-for that epoch.
+for that epoch. Progress (batches done, running accuracy) goes to stderr: a bar on a terminal,
+a line per tenth of the test set otherwise; ``--no-progress`` turns it off.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-b", "--batch-size", type=int, help="batch size (default: the run's)")
     parser.add_argument("--max-batches", type=int, metavar="N", help="evaluate N batches only")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress on stderr while the test set is evaluated")
 
 
 def run(args: argparse.Namespace) -> int:
     import itertools
     import json
+    import sys
 
     from ..errors import ConfigError
     from ..train.build import amp_dtype, resolve_device
@@ -44,16 +48,20 @@ def run(args: argparse.Namespace) -> int:
         total = min(total, args.max_batches)
     batches = itertools.islice(test_set.batches(batch_size, device=loaded.device), total)
     result = evaluate(loaded.model, loaded.task, batches, num_batches=total,
-                      device=loaded.device, generator=loaded.generator(), show_progress=False,
-                      amp_dtype=amp_dtype(loaded.train_config, loaded.device))
+                      device=loaded.device, generator=loaded.generator(),
+                      amp_dtype=amp_dtype(loaded.train_config, loaded.device), title="eval",
+                      show_progress=not args.no_progress, stream=sys.stderr,
+                      log_every=20 if loaded.device.type == "cuda" else 1)
     summary = {"run_dir": str(loaded.run_dir), "checkpoint": args.checkpoint,
                "epoch": loaded.epoch, "dataset": loaded.train_config.dataset,
                "test_acc": result.acc, "test_loss": result.loss, "images": result.images,
-               "img_per_s": result.img_per_s}
+               "test_set_images": len(test_set), "img_per_s": result.img_per_s}
+    images = f"{result.images} images" if result.images == len(test_set) else \
+        f"{result.images} of its {len(test_set)} images (--max-batches)"
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"{loaded.run_dir} {args.checkpoint}/ (epoch {loaded.epoch}), "
-              f"{loaded.train_config.dataset} test set, {result.images} images: "
+              f"{loaded.train_config.dataset} test set, {images}: "
               f"accuracy {result.acc:.4f}, loss {result.loss:.6f}")
     return 0

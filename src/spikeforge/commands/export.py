@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
+import sys
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: 1e-4, as snnTorch and SpikingJelly assume)")
     parser.add_argument("--input-shape", metavar="C,H,W", default=None,
                         help="one input sample without T and B (default: from the recipe)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress on stderr (the step being done)")
 
 
 def _input_shape(model, text: str | None) -> tuple[int, ...]:
@@ -62,20 +64,24 @@ def run(args: argparse.Namespace) -> int:
     dt = DEFAULT_DT if args.dt is None else args.dt
     if not (0 < dt < float("inf")):
         raise ConfigError(f"--dt {args.dt} must be a positive number of seconds, e.g. 1e-4")
+    from ..fileio import replacing
+    from ..train.progress import Progress
     from ..train.run import load_run
 
-    loaded = load_run(args.run_dir, which=args.which)
-    model = loaded.model.eval()
-    graph, report = to_nir(model, _input_shape(model, args.input_shape), dt=dt,
-                           approximate=args.approximate)
-    report.notes.insert(0, f"exported from {loaded.run_dir} ({loaded.recipe}, {args.which} "
-                           f"checkpoint, epoch {loaded.epoch})")
     path = Path(args.nir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    nir.write(partial, graph)
-    os.replace(partial, path)
-    report_path = report.write(path.with_name(f"{path.name}.report.json"))
+    with Progress("export", 3, enabled=not args.no_progress, stream=sys.stderr) as progress:
+        loaded = load_run(args.run_dir, which=args.which)
+        model = loaded.model.eval()
+        progress.update(1, f"loaded {args.which}/ of {loaded.run_dir}")
+        graph, report = to_nir(model, _input_shape(model, args.input_shape), dt=dt,
+                               approximate=args.approximate)
+        report.notes.insert(0, f"exported from {loaded.run_dir} ({loaded.recipe}, {args.which} "
+                               f"checkpoint, epoch {loaded.epoch})")
+        progress.update(2, "converted to NIR")
+        with replacing(path) as partial:
+            nir.write(partial, graph)
+        report_path = report.write(path.with_name(f"{path.name}.report.json"))
+        progress.update(3, f"wrote {path.name}")
     print(report)
     print(f"wrote {path} and {report_path}")
     return 0

@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="dataset folder (default: the run's)")
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N")
     parser.add_argument("--out-dir", help="folder for the figures (default: RUN_DIR/figures)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress on stderr while the --grid samples are classified")
     parser.add_argument("--gif-stride", type=int, metavar="K",
                         help="time steps per frame of spike_count.gif (default: at most 50 "
                         "frames)")
@@ -124,19 +126,26 @@ def _grid_indices(args: argparse.Namespace, size: int) -> tuple[list[int], str]:
         f"Test samples {args.start}-{args.start + args.grid - 1}"
 
 
-def _grid(loaded, test_set, indices: list[int], title: str, out) -> list:
+def _grid(loaded, test_set, indices: list[int], title: str, out, show_progress: bool) -> list:
+    import sys
+
     import numpy as np
 
     from .. import viz
+    from ..train.progress import Progress
     from ..viz.recording import record
 
     images, labels, predictions = [], [], []
-    for i in indices:
-        sample, label = test_set.sample(i)
-        x, seen = _seen(loaded, sample)
-        predictions.append(int(record(loaded, x, traces=False).predictions[0]))
-        labels.append(label)
-        images.append(viz.polarity_rgb(seen.sum(0)) if seen.dim() == 4 else seen[0].numpy())
+    with Progress("classify", len(indices), enabled=show_progress, stream=sys.stderr,
+                  unit="samples") as progress:
+        for done, i in enumerate(indices, 1):
+            sample, label = test_set.sample(i)
+            x, seen = _seen(loaded, sample)
+            predictions.append(int(record(loaded, x, traces=False).predictions[0]))
+            labels.append(label)
+            images.append(viz.polarity_rgb(seen.sum(0)) if seen.dim() == 4 else
+                          seen[0].numpy())
+            progress.update(done)
     grid = viz.prediction_grid(np.stack(images), labels, predictions,
                                out / "predictions.png", classes=getattr(test_set, "classes", None),
                                title=title)
@@ -160,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         _check_range("--index", args.index, 1, len(test_set))
         written = _inspect_one(loaded, test_set, args.index, out, args.gif_stride)
     else:
-        written = _grid(loaded, test_set, *_grid_indices(args, len(test_set)), out)
+        written = _grid(loaded, test_set, *_grid_indices(args, len(test_set)), out,
+                        not args.no_progress)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0

@@ -36,5 +36,6 @@ def run(args: argparse.Namespace) -> int:
     name = f"{config.recipe} on {config.dataset}"
     acc = accuracy_curves(rows, out / "acc.png", title=f"Accuracy, {name}")
     loss = loss_curves(rows, out / "loss.png", title=f"Loss, {name}", loss_name=config.loss)
-    print(f"wrote {acc.path} and {loss.path} ({len(rows)} epochs)")
+    epochs = "1 epoch" if len(rows) == 1 else f"{len(rows)} epochs"
+    print(f"wrote {acc.path} and {loss.path} ({epochs})")
     return 0

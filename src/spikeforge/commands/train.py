@@ -5,6 +5,9 @@
     spikeforge train --resume runs/fc-lif [--epochs 200]
 
 Settings: recipe defaults < ``--config FILE.toml`` < flags (``spikeforge recipes`` lists them).
+``--resume`` keeps the run's settings; only ``--epochs`` (the cosine schedule is stretched to
+the new total), ``--device``, ``-j/--workers``, ``--data-dir`` and ``--no-download`` may change
+(:data:`spikeforge.train.recipes.RUNTIME_KEYS`); any other differing flag is refused.
 """
 
 from __future__ import annotations
@@ -93,7 +96,21 @@ def run(args: argparse.Namespace) -> int:
     finally:
         distributed.teardown()
     if history and dist.is_main:
-        best = max(history, key=lambda row: row["test_acc"])
-        print(f"best test accuracy {best['test_acc']:.4f} at epoch {best['epoch']}; "
-              f"evaluate with: spikeforge eval {out_dir}")
+        print(summary(history, out_dir, config.max_batches))
     return 0
+
+
+def summary(history: list[dict], out_dir, max_batches: int | None = None) -> str:
+    """The closing line: the best epoch's test accuracy, and on how many test images it was
+    measured when ``--max-batches`` cut the test set short (for rows written before the count
+    was recorded, that ``--max-batches`` may have)."""
+    best = max(history, key=lambda row: row["test_acc"])
+    measured, whole = best.get("test_images"), best.get("test_set_images")
+    line = f"best test accuracy {best['test_acc']:.4f} at epoch {best['epoch']}"
+    if measured is not None and whole is not None and measured < whole:
+        return (f"{line}, measured on {measured} of the {whole} test images (--max-batches); "
+                f"the whole test set: spikeforge eval {out_dir}")
+    if measured is None and max_batches is not None:
+        return (f"{line}, measured with --max-batches {max_batches}, which may leave out part "
+                f"of the test set; the whole test set: spikeforge eval {out_dir}")
+    return f"{line}; evaluate with: spikeforge eval {out_dir}"

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..fileio import atomic_write
 
 #: Event dtype of ``tonic.datasets.NMNIST`` (x, y, t, p as int64), used for every event array.
 EVENT_DTYPE = np.dtype([("x", int), ("y", int), ("t", int), ("p", int)])
@@ -100,8 +101,4 @@ def encode_events(events: np.ndarray) -> bytes:
 
 def write_events(path: str | os.PathLike, events: np.ndarray) -> Path:
     """Write ``events`` as a ``.bin`` file (temporary name, then rename: complete or absent)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(encode_events(events))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, encode_events(events), durable=False)

@@ -26,6 +26,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..fileio import atomic_write
+
 MAGIC = b"SFFRAME1"
 HEADER = struct.Struct("<8sqqII")
 
@@ -94,8 +96,4 @@ def load(path: str | os.PathLike, source_stat: os.stat_result | None = None
 
 def save(path: str | os.PathLike, data: bytes) -> None:
     """Write entry bytes to ``path`` atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, data, durable=False)

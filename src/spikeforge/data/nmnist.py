@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -240,12 +240,16 @@ class NMNIST:
         """Whether sample ``i`` has a valid cache entry."""
         return self._cached(i) is not None
 
-    def prepare(self, workers: int | None = None) -> int:
-        """Fill the cache for every sample; returns how many entries were built."""
+    def prepare(self, workers: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> int:
+        """Fill the cache for every sample; returns how many entries were built.
+        ``progress(built, to_build)`` is called after each chunk of 1024 recordings."""
         todo = [i for i in range(len(self)) if not self.is_cached(i)]
         with LazyPool(self.workers if workers is None else workers) as pool:
             for start in range(0, len(todo), 1024):
                 self._build(todo[start:start + 1024], pool)
+                if progress is not None:
+                    progress(min(start + 1024, len(todo)), len(todo))
         return len(todo)
 
     def sample(self, i: int) -> tuple[torch.Tensor, int]:

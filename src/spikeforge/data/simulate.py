@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..fileio import atomic_write, writing
 from .binfmt import write_events
 from .saccade import SaccadeConfig, simulate_saccades
 from .static import load_dataset
@@ -43,9 +44,10 @@ def write_nmnist_tree(
     seed: int = 0,
     workers: int = 0,
     config: SaccadeConfig | None = None,
-    log: Callable[[str], None] = lambda message: None,
+    progress: Callable[[str, int, int], None] = lambda split, done, total: None,
 ) -> dict:
-    """Simulate the first ``limit`` (default all) MNIST images of each split into ``out``."""
+    """Simulate the first ``limit`` (default all) MNIST images of each split into ``out``;
+    ``progress(split, done, total)`` is called after every chunk of recordings."""
     cfg = config or SaccadeConfig()
     out = Path(out)
     summary = {"generator": f"spikeforge {__version__} saccade simulator", "seed": seed,
@@ -57,8 +59,9 @@ def write_nmnist_tree(
             labels = mnist.labels[:n].tolist()
             paths = [out / folder / str(label) / f"{i + 1:05d}.bin"
                      for i, label in enumerate(labels)]
-            for digit in range(10):
-                (out / folder / str(digit)).mkdir(parents=True, exist_ok=True)
+            with writing(out):
+                for digit in range(10):
+                    (out / folder / str(digit)).mkdir(parents=True, exist_ok=True)
             todo = [i for i in range(n) if not paths[i].exists()]
             jobs = [todo[k:k + CHUNK] for k in range(0, len(todo), CHUNK)]
             args = [(mnist.images[job].numpy(), job, [str(paths[i]) for i in job],
@@ -67,13 +70,11 @@ def write_nmnist_tree(
             results = (executor.map(_simulate_chunk, *zip(*args, strict=True)) if executor
                        else (_simulate_chunk(*a) for a in args))
             done = n - len(todo)
+            progress(folder, done, n)
             for job, _ in zip(jobs, results, strict=True):
                 done += len(job)
-                if done % (CHUNK * 64) < len(job) or done == n:
-                    log(f"{folder}: {done}/{n} recordings")
+                progress(folder, done, n)
             summary["splits"][folder] = {"recordings": n,
                                          "per_class": np.bincount(labels, minlength=10).tolist()}
-    tmp = out / f".simulation.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out / "simulation.json")
+    atomic_write(out / "simulation.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from ..fileio import replacing, writing
 from .idx import GZIP_MAGIC, find_idx_file, idx_file_names
 
 
@@ -153,7 +154,8 @@ class _BadDownload(Exception):
 
 def _fetch(url: str, dest_dir: Path, sha256: str, timeout: float) -> Path:
     """Download ``url`` into a temporary file in ``dest_dir``; check length and content hash."""
-    fd, tmp_name = tempfile.mkstemp(prefix=".download-", suffix=".part", dir=dest_dir)
+    with writing(dest_dir):
+        fd, tmp_name = tempfile.mkstemp(prefix=".download-", suffix=".part", dir=dest_dir)
     tmp = Path(tmp_name)
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "spikeforge"})
@@ -161,7 +163,8 @@ def _fetch(url: str, dest_dir: Path, sha256: str, timeout: float) -> Path:
             expected = resp.headers.get("Content-Length")
             received = 0
             while chunk := resp.read(1 << 20):
-                out.write(chunk)
+                with writing(dest_dir):  # a full disk is not a network failure: no retry
+                    out.write(chunk)
                 received += len(chunk)
         if expected is not None and received != int(expected):
             raise _BadDownload(f"connection dropped after {received} of {expected} bytes", True)
@@ -205,7 +208,8 @@ def download_file(
     if retries < 1:
         raise ValueError(f"retries must be >= 1, got {retries}")
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    with writing(dest.parent):
+        dest.parent.mkdir(parents=True, exist_ok=True)
     failures = []
     for url in urls:
         for attempt in range(retries):
@@ -217,7 +221,8 @@ def download_file(
                     break
                 time.sleep(backoff * 2**attempt)
                 continue
-            os.replace(tmp, dest)
+            with writing(dest):
+                os.replace(tmp, dest)
             return dest
         failures.append(f"{url}: {reason}")
     raise DataError(f"could not download {dest.name} from any mirror ({'; '.join(failures)}); "
@@ -279,13 +284,11 @@ def extract_zip(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
             for info in members:
                 dest = (root / info.filename).resolve()
                 if info.is_dir():
-                    dest.mkdir(parents=True, exist_ok=True)
+                    with writing(dest):
+                        dest.mkdir(parents=True, exist_ok=True)
                     continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-                with zf.open(info) as src, open(tmp, "wb") as out:
+                with replacing(dest) as tmp, zf.open(info) as src, open(tmp, "wb") as out:
                     shutil.copyfileobj(src, out)
-                os.replace(tmp, dest)
     except (zipfile.BadZipFile, EOFError, zlib.error) as err:
         raise DataError(f"{archive} is not a valid zip archive ({err}); delete it and "
                         "download it again.") from None

@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..fileio import atomic_write
+
 
 @dataclass(frozen=True)
 class Approximation:
@@ -43,11 +45,10 @@ class ExportReport:
         return out
 
     def write(self, path: str | Path) -> Path:
-        """Write the report as JSON to ``path`` and return it."""
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n",
-                        encoding="utf-8")
-        return path
+        """Write the report as JSON to ``path`` (replaced at once, or
+        :class:`~spikeforge.errors.WriteError`) and return it."""
+        return atomic_write(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+                            + "\n")
 
     def __str__(self) -> str:
         lines = [f"NIR export, dt = {self.dt:g} s per step, input {list(self.input_shape)}: "

@@ -12,6 +12,7 @@ The task fixes what one batch means for a recipe::
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,6 +88,28 @@ def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
     if config.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+def restore_scheduler(config: TrainConfig, scheduler, state: dict) -> None:
+    """Load a checkpoint's scheduler ``state``, then fit it to ``config.epochs``, which
+    ``--resume --epochs N`` may have changed: the cosine then runs over the new total, as if
+    the run had been started with it. After ``e`` completed epochs each group's rate is the
+    closed form of :class:`torch.optim.lr_scheduler.CosineAnnealingLR`,
+    ``eta_min + (base_lr − eta_min)·(1 + cos(π·e/epochs))/2`` (the loaded, recursively
+    computed rate carries the old total and, at its end, is 0, which no later step can
+    leave). Unchanged totals keep the loaded rates bit for bit."""
+    scheduler.load_state_dict(state)
+    if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) or \
+            scheduler.T_max == config.epochs:
+        return
+    scheduler.T_max = config.epochs
+    done = scheduler.last_epoch
+    rates = [scheduler.eta_min + (base - scheduler.eta_min)
+             * (1 + math.cos(math.pi * done / config.epochs)) / 2
+             for base in scheduler.base_lrs]
+    for group, lr in zip(scheduler.optimizer.param_groups, rates, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = rates
 
 
 def load_data(config: TrainConfig, split: str, data_dir: str | os.PathLike | None = None):

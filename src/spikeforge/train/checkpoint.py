@@ -9,15 +9,19 @@ Layout of ``<run>/last/`` and ``<run>/best/``::
                         generator states), best_acc, history (the metrics rows so far), and
                         weights_sha256 (SHA-256 of model.safetensors, which ties the two files)
 
-Writing (:func:`save`): both files go into ``<run>/.<name>.tmp/``, are flushed to disk, then
-``<name>`` is renamed to ``.<name>.old``, the new folder renamed to ``<name>``, and the old one
-removed. A kill at any moment leaves a complete checkpoint under ``<name>`` or, between the two
-renames, under ``.<name>.old``; :func:`recover` (run before reading or writing) puts it back.
+Writing (:func:`save`): both files are serialised in memory, written into ``<run>/.<name>.tmp/``
+and flushed to disk, then ``<name>`` is renamed to ``.<name>.old``, the new folder renamed to
+``<name>``, and the old one removed. A kill at any moment leaves a complete checkpoint under
+``<name>`` or, between the two renames, under ``.<name>.old``; :func:`recover` (run before
+reading or writing) puts it back. A write that fails (disk full, read-only folder) removes
+``.<name>.tmp/``, leaves the previous ``<name>/`` in place and raises
+:class:`~spikeforge.errors.WriteError` naming ``<run>/<name>``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import shutil
@@ -26,27 +30,16 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from ..errors import CheckpointError
+from ..fileio import fsync_dir, write_bytes, writing
 
 FORMAT = "spikeforge-checkpoint-1"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _sha256(path: Path) -> str:
@@ -90,31 +83,41 @@ def locate(run_dir: str | os.PathLike, name: str) -> Path:
     for candidate in (run_dir / name, run_dir / f".{name}.old"):
         if candidate.is_dir():
             return candidate
-    raise CheckpointError(f"{run_dir / name} does not exist; the run has not finished an epoch "
-                          "yet (or this is not a run directory), so there is nothing to load.")
+    raise CheckpointError(f"{run_dir / name} does not exist, so there is nothing to load: the "
+                          "run has not finished an epoch yet (train it with spikeforge train "
+                          f"--resume {run_dir}) or this is not a run directory.")
 
 
 def save(run_dir: str | os.PathLike, name: str, model: nn.Module, state: dict[str, Any],
          model_name: str) -> Path:
-    """Write checkpoint ``<run_dir>/<name>/`` atomically; ``state`` must hold ``epoch``."""
+    """Write checkpoint ``<run_dir>/<name>/`` atomically; ``state`` must hold ``epoch``.
+    Raises :class:`~spikeforge.errors.WriteError` (previous checkpoint kept, nothing left)."""
     run_dir = Path(run_dir)
-    recover(run_dir, name)
     final, old, tmp = run_dir / name, run_dir / f".{name}.old", run_dir / f".{name}.tmp"
-    tmp.mkdir(parents=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, tmp / WEIGHTS, metadata={"format": FORMAT, "model": model_name,
-                                                "epoch": str(state["epoch"])})
-    _fsync_file(tmp / WEIGHTS)
-    torch.save({**state, "format": FORMAT, "weights_sha256": _sha256(tmp / WEIGHTS)},
-               tmp / STATE)
-    _fsync_file(tmp / STATE)
-    _fsync_dir(tmp)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    _fsync_dir(run_dir)
-    if old.exists():
-        shutil.rmtree(old)
+    weights = safetensors_bytes(tensors, metadata={"format": FORMAT, "model": model_name,
+                                                   "epoch": str(state["epoch"])})
+    buffer = io.BytesIO()
+    torch.save({**state, "format": FORMAT, "weights_sha256": hashlib.sha256(weights).hexdigest()},
+               buffer)
+    with writing(final):
+        recover(run_dir, name)
+        try:
+            tmp.mkdir(parents=True)
+            write_bytes(tmp / WEIGHTS, weights)
+            write_bytes(tmp / STATE, buffer.getvalue())
+            fsync_dir(tmp)
+            if final.exists():
+                os.replace(final, old)
+            os.replace(tmp, final)
+            fsync_dir(run_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not final.exists() and old.is_dir():
+                os.replace(old, final)
+            raise
+        if old.exists():
+            shutil.rmtree(old)
     return final
 
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import TextIO
 
 import torch
 from torch import Tensor, nn
@@ -138,13 +139,15 @@ def evaluate(
     reduce: Callable[[Tensor], Tensor] = _identity,
     show_progress: bool = True,
     log_every: int = 1,
+    stream: TextIO | None = None,
 ) -> EpochResult:
-    """Mean loss and accuracy of ``model`` (put in eval mode) over ``batches``."""
+    """Mean loss and accuracy of ``model`` (put in eval mode) over ``batches``; progress goes
+    to ``stream`` (default stdout)."""
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=device)
     _sync(device)
     start = time.perf_counter()
-    with EpochProgress(title, num_batches, enabled=show_progress) as progress:
+    with EpochProgress(title, num_batches, enabled=show_progress, stream=stream) as progress:
         for i, (x, y) in enumerate(batches, 1):
             spikes, membrane = _outputs(task, model, x, generator, device, amp_dtype)
             SF.reset(model)

@@ -35,7 +35,7 @@ class TrainConfig:
     """Every setting of a training run (the content of ``config.json``)."""
 
     recipe: str
-    description: str = ""
+    description: str = ""              # what is trained (:func:`describe`)
     model: str = "fc-lif"
     dataset: str = "mnist"
     encoding: str = "poisson"          # poisson | direct | frames (N-MNIST)
@@ -72,36 +72,34 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+#: Each recipe's defaults; ``description`` names the reference they come from.
 RECIPES: dict[str, dict[str, Any]] = {
     "fc-lif": dict(
-        description="Linear(784, 10) + LIF on Poisson-encoded MNIST (SpikingJelly lif_fc_mnist)",
+        description="SpikingJelly lif_fc_mnist",
         model="fc-lif", dataset="mnist", encoding="poisson", T=100, tau=2.0, loss="mse_rate",
         batch_size=64, epochs=100, opt="adam", lr=1e-3,
     ),
     "csnn": dict(
-        description="{Conv-BN-IF-MaxPool}x2 + 2 FC-IF, direct encoding "
-                    "(SpikingJelly conv_fashion_mnist)",
+        description="SpikingJelly conv_fashion_mnist",
         model="csnn", dataset="mnist", encoding="direct", T=4, channels=64, pool="max",
         loss="mse_rate", batch_size=128, epochs=64, opt="sgd", lr=0.1, momentum=0.9,
         scheduler="cosine",
     ),
     "nmnist-csnn": dict(
-        description="12C5-MP2-32C5-MP2-800FC10 with Leaky(beta=0.5) on N-MNIST frames "
-                    "(snnTorch tutorial 7)",
+        description="snnTorch tutorial 7",
         model="nmnist-csnn", dataset="nmnist", encoding="frames", T=None, beta=0.5,
         loss="mse_count", loss_args={"correct_rate": 0.8, "incorrect_rate": 0.2},
         batch_size=128, epochs=1, opt="adam", lr=2e-2, augment=True,
     ),
     "rleaky": dict(
-        description="784-128-10 RLeaky(beta=0.9), all-to-all feedback, spike-count MSE "
-                    "(snnTorch regression tutorial II)",
+        description="snnTorch regression tutorial II",
         model="rleaky", dataset="mnist", encoding="direct", T=10, beta=0.9, hidden=128,
         recurrence="linear", loss="mse_count",
         loss_args={"correct_rate": 0.8, "incorrect_rate": 0.2},
         batch_size=128, epochs=5, opt="adam", lr=1e-3,
     ),
     "rleaky-membrane": dict(
-        description="the rleaky net trained on its output membrane, mse_membrane(1.05, 0.2)",
+        description="snnTorch regression tutorial II, trained on the output membrane",
         model="rleaky", dataset="mnist", encoding="direct", T=10, beta=0.9, hidden=128,
         recurrence="linear", loss="mse_membrane",
         loss_args={"on_target": 1.05, "off_target": 0.2}, readout="membrane",
@@ -122,12 +120,42 @@ MODEL_KEYS = {
 FLAGS = {"T": "-T", "batch_size": "--batch-size", "lr": "--lr", "epochs": "--epochs",
          "momentum": "--momentum", "tau": "--tau", "channels": "--channels", "seed": "--seed",
          "workers": "--workers", "max_batches": "--max-batches", "dataset": "--dataset",
-         "device": "--device", "opt": "--opt", "data_dir": "--data-dir"}
+         "device": "--device", "opt": "--opt", "data_dir": "--data-dir", "amp": "--amp"}
 
 
 def flag(key: str) -> str:
     """How a setting is named to the user: its flag, else its config-file key."""
     return FLAGS.get(key, key)
+
+
+_DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "nmnist": "N-MNIST"}
+_FEEDBACK = {"linear": "all-to-all", "one_to_one": "one-to-one", "conv": "convolutional"}
+
+
+def describe(config: TrainConfig) -> str:
+    """One line naming the network, data and loss that ``config`` really trains, with its
+    reference in brackets, e.g. ``{Conv3x3(64)-BN-IF-AvgPool2}x2 + 2 FC-IF, direct encoding
+    T=4, on MNIST, mse_rate (SpikingJelly conv_fashion_mnist)`` for csnn with ``pool="avg"``."""
+    c = config
+    if c.model == "fc-lif":
+        net = f"Linear(784, 10) + LIF(tau={2.0 if c.tau is None else c.tau:g})"
+    elif c.model == "csnn":
+        pool = "AvgPool2" if c.pool == "avg" else "MaxPool2"
+        net = f"{{Conv3x3({c.channels or 64})-BN-IF-{pool}}}x2 + 2 FC-IF"
+    elif c.model == "nmnist-csnn":
+        net = f"12C5-MP2-32C5-MP2-800FC10 with Leaky(beta={0.5 if c.beta is None else c.beta:g})"
+    else:
+        net = (f"784-{c.hidden or 128}-10 RLeaky(beta={0.9 if c.beta is None else c.beta:g}), "
+               f"{_FEEDBACK.get(c.recurrence or 'linear', c.recurrence)} feedback")
+    if c.encoding == "frames":
+        inputs = "event frames" + ("" if c.T is None else f" (the first {c.T})")
+    else:
+        inputs = f"{c.encoding} encoding T={c.T}".replace("poisson", "Poisson")
+    args = ", ".join(f"{v:g}" for v in c.loss_args.values())
+    loss = f"{c.loss}({args})" if args else c.loss
+    reference = f" ({RECIPES[c.recipe]['description']})" if c.recipe in RECIPES else ""
+    return (f"{net}, {inputs}, on {_DATASET_NAMES.get(c.dataset, c.dataset)}, {loss}"
+            f"{reference}")
 
 
 def recipe_names() -> list[str]:
@@ -139,7 +167,9 @@ def recipe_defaults(name: str) -> TrainConfig:
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)} "
                           "(`spikeforge recipes` lists them with their defaults).")
-    return TrainConfig(recipe=name, **RECIPES[name])
+    config = TrainConfig(recipe=name, **RECIPES[name])
+    config.description = describe(config)
+    return config
 
 
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:
@@ -203,7 +233,9 @@ def resolve(recipe: str, file_settings: dict[str, Any] | None = None,
             if where == "the command line" and value is None:
                 continue
             setattr(config, key, _coerce(key, value, where))
-    return validate(config)
+    validate(config)
+    config.description = describe(config)
+    return config
 
 
 def _positive(config: TrainConfig, key: str, *, allow_none: bool = False) -> None:

@@ -10,6 +10,9 @@ Layout (DESIGN §6)::
     <run>/best/            checkpoint of the epoch with the highest test accuracy
 
 Accuracies are fractions in [0, 1]; img/s are measured over each epoch's own steps.
+``test_images`` is the number of test images the epoch's test loss and accuracy were measured
+on, ``test_set_images`` the size of the test split: fewer with ``--max-batches`` (a subset).
+Rows of runs written before these two columns existed leave them empty (null).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from torch import Tensor, nn
 from .. import __version__
 from .. import functional as SF
 from ..errors import CheckpointError, ConfigError
+from ..fileio import atomic_write, writing
 from . import checkpoint
 from .build import TEST_STREAM, Task, build_model, build_task, load_data, stream_seed
 from .recipes import TrainConfig, from_dict
@@ -36,23 +40,16 @@ from .recipes import TrainConfig, from_dict
 RUN_FORMAT = "spikeforge-run-1"
 CONFIG = "config.json"
 METRICS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "train_img_per_s",
-           "test_img_per_s", "lr", "seconds")
+           "test_img_per_s", "lr", "seconds", "test_images", "test_set_images")
+#: The columns that are not TensorBoard scalars (the step, and the test set's extent).
+NOT_SCALARS = ("epoch", "test_images", "test_set_images")
 META_KEYS = ("format", "spikeforge_version", "torch_version")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_config(run_dir: Path, config: TrainConfig) -> None:
     data = {"format": RUN_FORMAT, "spikeforge_version": __version__,
             "torch_version": torch.__version__, **config.to_dict()}
-    _write_atomic(run_dir / CONFIG, json.dumps(data, indent=2) + "\n")
+    atomic_write(run_dir / CONFIG, json.dumps(data, indent=2) + "\n")
 
 
 def read_config(run_dir: str | os.PathLike) -> tuple[TrainConfig, dict[str, Any]]:
@@ -84,10 +81,10 @@ def write_metrics(run_dir: Path, history: list[dict[str, float]]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=METRICS, lineterminator="\n")
     writer.writeheader()
     for row in history:
-        writer.writerow({k: row[k] for k in METRICS})
-    _write_atomic(run_dir / "metrics.csv", buffer.getvalue())
-    _write_atomic(run_dir / "metrics.jsonl",
-                  "".join(json.dumps({k: row[k] for k in METRICS}) + "\n" for row in history))
+        writer.writerow({k: row.get(k) for k in METRICS})
+    atomic_write(run_dir / "metrics.csv", buffer.getvalue())
+    atomic_write(run_dir / "metrics.jsonl",
+                 "".join(json.dumps({k: row.get(k) for k in METRICS}) + "\n" for row in history))
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, float]]:
@@ -117,11 +114,12 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 def clear_run(out_dir: Path) -> None:
     """Remove everything in a run directory (``--overwrite``)."""
-    for entry in out_dir.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+    with writing(out_dir):
+        for entry in out_dir.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 @dataclass

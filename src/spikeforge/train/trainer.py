@@ -4,9 +4,17 @@ Every epoch ``e`` (0-based) trains on the data shuffled with ``(seed, e)``, Pois
 with a generator seeded from ``(seed, TRAIN_STREAM, e, rank)``, steps the scheduler, evaluates
 on the test split (Poisson stream ``(seed, TEST_STREAM, rank)``, the same every epoch), then
 writes ``best/`` (when the test accuracy improved), ``last/``, the metrics files and the
-TensorBoard scalars. Every random stream is a function of the seed and the epoch, and the
-checkpoint holds the model, optimizer, scheduler, grad scaler and torch RNG states, so a run
-resumed from ``last/`` continues exactly as the uninterrupted run would have.
+TensorBoard scalars. With ``max_batches``, each row says on how many test images (of how
+many) the test accuracy was measured. Every random stream is a function of the seed and the
+epoch, and the checkpoint holds the model, optimizer, scheduler, grad scaler and torch RNG
+states, so a run resumed from ``last/`` continues exactly as the uninterrupted run would have.
+
+Resuming (``resume=True``) loads ``last/``; a run folder that holds its ``config.json`` but no
+checkpoint yet (stopped during its first epoch) starts from epoch 1 with that config. A
+changed ``epochs`` stretches the cosine schedule to the new total (:func:`restore_scheduler`);
+fewer epochs than ``last/`` holds are refused.
+Every write to the run directory raises :class:`~spikeforge.errors.WriteError` naming the path
+when it fails; what was written before (checkpoints, metrics) stays as it was.
 
 Distributed hooks (:class:`Dist`, filled in by DDP): ``rank``/``world_size`` pick each rank's
 shard of every epoch, ``reduce`` sums the epoch totals over ranks, ``wrap`` wraps the model for
@@ -26,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError, ConfigError
+from ..fileio import writing
 from . import checkpoint
 from .build import (
     TEST_STREAM,
@@ -37,11 +46,20 @@ from .build import (
     build_task,
     load_data,
     resolve_device,
+    restore_scheduler,
     stream_seed,
 )
 from .loop import Diverged, evaluate, train_one_epoch
-from .recipes import RUNTIME_KEYS, TrainConfig, flag, validate
-from .run import check_out_dir, clear_run, read_config, write_config, write_metrics
+from .recipes import RUNTIME_KEYS, TrainConfig, describe, flag, validate
+from .run import (
+    METRICS,
+    NOT_SCALARS,
+    check_out_dir,
+    clear_run,
+    read_config,
+    write_config,
+    write_metrics,
+)
 
 
 @dataclass
@@ -61,7 +79,7 @@ class Dist:
 
 def resume_config(run_dir: Path, overrides: dict) -> TrainConfig:
     """The saved config of ``run_dir`` with the runtime flags (device, epochs, ...) applied;
-    any other flag that differs from the saved run is refused."""
+    any other flag that differs from the saved run is refused (:data:`RUNTIME_KEYS`)."""
     saved, _ = read_config(run_dir)
     for key, value in overrides.items():
         if value is None or getattr(saved, key) == value:
@@ -72,7 +90,9 @@ def resume_config(run_dir: Path, overrides: dict) -> TrainConfig:
                               f"settings (only {', '.join(flag(k) for k in RUNTIME_KEYS)} may "
                               "change).")
         setattr(saved, key, value)
-    return validate(saved)
+    validate(saved)
+    saved.description = describe(saved)
+    return saved
 
 
 def _batches(dataset, config: TrainConfig, device, dist: Dist, *, train: bool, epoch: int):
@@ -104,10 +124,16 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     state = None
     if resume:
         if dist.is_main:
-            for name in ("last", "best"):
-                checkpoint.recover(out_dir, name)
+            with writing(out_dir):
+                for name in ("last", "best"):
+                    checkpoint.recover(out_dir, name)
         dist.barrier()
-        state = checkpoint.load_state(checkpoint.locate(out_dir, "last"))
+        if _has_checkpoint(out_dir):
+            state = checkpoint.load_state(checkpoint.locate(out_dir, "last"))
+            if config.epochs < state["epoch"]:
+                raise ConfigError(f"--epochs {config.epochs} is fewer than the {state['epoch']} "
+                                  f"epochs {out_dir} has finished; resume it with --epochs "
+                                  f"{state['epoch']} or more.")
     else:
         check_out_dir(out_dir, overwrite)
         dist.barrier()
@@ -127,8 +153,9 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         checkpoint.load_weights(checkpoint.locate(out_dir, "last"), net, config.model)
         try:
             optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
+            restore_scheduler(config, scheduler, state["scheduler"])
+            if state["scaler"]:  # empty when saved without fp16 (CPU, or no --amp): start fresh
+                scaler.load_state_dict(state["scaler"])
         except (KeyError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"{out_dir}/last/state.pt does not fit this run's optimizer "
                                   f"({err}); the checkpoint is damaged.") from None
@@ -140,18 +167,23 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     if dist.is_main:
         if overwrite and out_dir.exists():
             clear_run(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        with writing(out_dir):
+            out_dir.mkdir(parents=True, exist_ok=True)
         write_config(out_dir, config)
         write_metrics(out_dir, history)
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=done + 1 if done else None)
-        log(f"{config.recipe}: {config.description}")
-        log(f"run directory: {out_dir}" + (f" (resumed after epoch {done})" if resume else ""))
+        writer = _Scalars(out_dir / "tensorboard", purge_step=done + 1 if done else None)
+        log(f"{config.recipe}: {describe(config)}")
+        if resume and state is None:
+            log(f"run directory: {out_dir} (no checkpoint yet: starting it from epoch 1 with "
+                "its saved config)")
+        else:
+            log(f"run directory: {out_dir}" + (f" (resumed after epoch {done})" if resume
+                                                else ""))
         if done >= config.epochs:
             log(f"{out_dir} already finished {done} of {config.epochs} epochs; nothing to do "
                 "(raise --epochs to train longer).")
     log_every = 20 if device.type == "cuda" else 1  # a host sync per progress update
+    test_size = len(test_set)
     shown = show_progress and dist.is_main
     try:
         for epoch in range(done, config.epochs):
@@ -181,7 +213,8 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
             row = {"epoch": epoch + 1, "train_loss": train.loss, "train_acc": train.acc,
                    "test_loss": test.loss, "test_acc": test.acc,
                    "train_img_per_s": train.img_per_s, "test_img_per_s": test.img_per_s,
-                   "lr": lr, "seconds": time.perf_counter() - tick}
+                   "lr": lr, "seconds": time.perf_counter() - tick,
+                   "test_images": test.images, "test_set_images": test_size}
             history.append(row)
             improved = test.acc > best_acc
             best_acc, done = max(best_acc, test.acc), epoch + 1
@@ -196,17 +229,61 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                 checkpoint.save(out_dir, "best", net, state, config.model)
             checkpoint.save(out_dir, "last", net, state, config.model)
             write_metrics(out_dir, history)
-            for key, value in row.items():
-                if key != "epoch":
-                    writer.add_scalar(_tb_tag(key), value, done)
-            writer.flush()
+            writer.add(row, done)
+            subset = f" on {test.images} of {test_size} images" if test.images < test_size \
+                else ""
             log(f"epoch {done}/{config.epochs}  train loss {train.loss:.4f} acc {train.acc:.4f}  "
-                f"test loss {test.loss:.4f} acc {test.acc:.4f}  {train.img_per_s:.0f} img/s  "
-                f"lr {lr:.3g}  {row['seconds']:.1f} s" + ("  (best)" if improved else ""))
-    finally:
+                f"test loss {test.loss:.4f} acc {test.acc:.4f}{subset}  "
+                f"{train.img_per_s:.0f} img/s  lr {lr:.3g}  {row['seconds']:.1f} s"
+                + ("  (best)" if improved else ""))
+    except BaseException:
         if writer is not None:
-            writer.close()
+            writer.close(raise_errors=False)  # the first error is the one to report
+        raise
+    if writer is not None:
+        writer.close()
     return history
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds ``last/``; a run with neither ``last/`` nor ``best/`` has not
+    finished an epoch and starts afresh. ``best/`` alone means ``last/`` was lost: refused."""
+    if (run_dir / "last").is_dir():
+        return True
+    if (run_dir / "best").is_dir():
+        raise CheckpointError(f"{run_dir / 'last'} does not exist although {run_dir / 'best'} "
+                              "does, so the run cannot continue where it stopped; evaluate "
+                              f"best/ with spikeforge eval {run_dir}, or train it again with "
+                              "--overwrite.")
+    return False
+
+
+class _Scalars:
+    """The run's TensorBoard writer; a failed write raises
+    :class:`~spikeforge.errors.WriteError` naming the folder."""
+
+    def __init__(self, folder: Path, purge_step: int | None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.folder = folder
+        with writing(folder):
+            self._writer = SummaryWriter(str(folder), purge_step=purge_step)
+
+    def add(self, row: dict[str, float], step: int) -> None:
+        """One scalar per metric (``train_loss`` → ``loss/train``) at ``step``, flushed."""
+        with writing(self.folder):
+            for key in METRICS:
+                if key not in NOT_SCALARS:
+                    self._writer.add_scalar(_tb_tag(key), row[key], step)
+            self._writer.flush()
+
+    def close(self, raise_errors: bool = True) -> None:
+        try:
+            with writing(self.folder):
+                self._writer.close()
+        except Exception:
+            if raise_errors:
+                raise
 
 
 def _tb_tag(key: str) -> str:

@@ -2,7 +2,9 @@
 
 ``accuracy_curves``: train and test accuracy (%) per epoch → ``acc.png``;
 ``loss_curves``: train and test loss per epoch → ``loss.png``. A missing or NaN value (a run
-without a test pass) leaves a gap instead of failing.
+without a test pass) leaves a gap instead of failing. The epoch axis has whole-number ticks and
+reaches half an epoch past the first and last rows, so a run of one epoch shows its points at
+epoch 1 (markers large enough to see alone), not on a fractional axis.
 """
 
 from __future__ import annotations
@@ -45,16 +47,18 @@ def _curves(rows: Sequence[Mapping[str, float]], path: str | os.PathLike, key: s
     fig = style.figure(6.4, 4.0)
     ax = fig.add_subplot()
     lines = {}
+    markersize = 8 if len(rows) < 3 else 4
     for split, colour in (("train", style.TRAIN_COLOUR), ("test", style.TEST_COLOUR)):
         values = _column(rows, f"{split}_{key}", scale)
         if np.isnan(values).all():
             continue
-        (lines[split],) = ax.plot(epochs, values, marker="o", markersize=4, color=colour,
-                                  label=split)
+        (lines[split],) = ax.plot(epochs, values, marker="o", markersize=markersize,
+                                  color=colour, label=split)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(float(np.nanmin(epochs)) - 0.5, float(np.nanmax(epochs)) + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.grid(True, alpha=0.3)
     if lines:
         ax.legend()

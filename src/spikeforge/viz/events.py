@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.patches import Patch
 
+from ..fileio import replacing
 from . import style
 from .arrays import to_numpy
 
@@ -150,8 +151,7 @@ def spike_count_gif(spikes, path: str | os.PathLike, stride: int = 1, fps: float
         ax.get_xticklabels()[label].set_fontweight("bold")
     writer = PillowWriter(fps=fps)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with writer.saving(fig, path, style.DPI):
+    with replacing(path) as tmp, writer.saving(fig, tmp, style.DPI):
         for t, row in zip(times, counts, strict=True):
             leader = int(row.argmax()) if row.max() > 0 else -1
             for k, bar in enumerate(bars):

@@ -18,6 +18,7 @@ from matplotlib.colorbar import Colorbar
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
+from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
 from . import style
@@ -34,12 +35,14 @@ class Heatmap(NamedTuple):
 
 
 class Raster(NamedTuple):
-    """``marks.get_offsets()``: one ``(t, neuron)`` row per spike; ``counts [N]`` per neuron."""
+    """``marks.get_offsets()``: one ``(t, neuron)`` row per spike; ``counts [N]`` per neuron,
+    each written as a number beside its bar (``count_labels[k]``)."""
 
     path: Path
     figure: Figure
     marks: PathCollection
     counts: np.ndarray
+    count_labels: list[Text]
 
 
 class LayerRates(NamedTuple):
@@ -90,7 +93,8 @@ def membrane_heatmap(v, path: str | os.PathLike, title: str = "Output layer memb
 def spike_raster(s, path: str | os.PathLike, title: str = "Output layer spikes",
                  highlight: int | None = None) -> Raster:
     """Spikes ``s [T, N]`` (0/1) as a raster, one mark per spike at (time step, neuron), with the
-    spike count of each neuron beside it; neuron ``highlight`` (e.g. the prediction) in colour."""
+    spike count of each neuron beside it as a bar and as a number (whole-number ticks); neuron
+    ``highlight`` (e.g. the prediction) in colour."""
     s = to_numpy(s, "s", 2)
     steps, n = s.shape
     t, idx = np.nonzero(s)
@@ -107,14 +111,17 @@ def spike_raster(s, path: str | os.PathLike, title: str = "Output layer spikes",
     ax.grid(True, axis="y", alpha=0.2)
     bar_colours = [style.HIGHLIGHT_COLOUR if k == highlight else "0.4" for k in range(n)]
     side.barh(range(n), counts, color=bar_colours, height=0.7)
-    side.set_xlim(0, max(float(counts.max()), 1.0) * 1.1)
+    top = max(float(counts.max()), 1.0)
+    side.set_xlim(0, top * 1.45)  # room for the number after the longest bar
+    labels = [side.text(float(c) + top * 0.05, k, f"{int(c)}", va="center",
+                        fontsize=8 if n <= 20 else 5) for k, c in enumerate(counts)]
     if len(t) == 0:
         ax.text(0.5, 0.5, "no spikes", transform=ax.transAxes, ha="center", va="center",
                 color="0.4")
     side.set_xlabel("spikes")
     side.set_title("count")
     side.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=3))
-    return Raster(style.save(fig, path), fig, marks, counts)
+    return Raster(style.save(fig, path), fig, marks, counts, labels)
 
 
 def layer_rates(rates: Mapping[str, float], path: str | os.PathLike,

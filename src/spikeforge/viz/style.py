@@ -14,6 +14,8 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..fileio import replacing
+
 DPI = 100
 ON_COLOUR = (0.85, 0.15, 0.10)       # ON events (brightness up): red
 OFF_COLOUR = (0.10, 0.35, 0.90)      # OFF events (brightness down): blue
@@ -40,10 +42,12 @@ def pixel_size(fig: Figure) -> tuple[int, int]:
 
 
 def save(fig: Figure, path: str | os.PathLike) -> Path:
-    """Write ``fig`` to ``path`` (PNG by extension, parents created) at :data:`DPI`."""
+    """Write ``fig`` to ``path`` (PNG by extension, parents created) at :data:`DPI`, replacing
+    any old file at once (:func:`spikeforge.fileio.replacing`; raises
+    :class:`~spikeforge.errors.WriteError` when it cannot be written)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, facecolor="white")
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, facecolor="white")
     return path
 
 
