@@ -40,7 +40,9 @@ METRICS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "train_i
 META_KEYS = ("format", "spikeforge_version", "torch_version")
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed over it: a kill at any moment
+    leaves the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8", newline="") as f:
         f.write(text)
@@ -52,7 +54,7 @@ def _write_atomic(path: Path, text: str) -> None:
 def write_config(run_dir: Path, config: TrainConfig) -> None:
     data = {"format": RUN_FORMAT, "spikeforge_version": __version__,
             "torch_version": torch.__version__, **config.to_dict()}
-    _write_atomic(run_dir / CONFIG, json.dumps(data, indent=2) + "\n")
+    write_atomic(run_dir / CONFIG, json.dumps(data, indent=2) + "\n")
 
 
 def read_config(run_dir: str | os.PathLike) -> tuple[TrainConfig, dict[str, Any]]:
@@ -85,8 +87,8 @@ def write_metrics(run_dir: Path, history: list[dict[str, float]]) -> None:
     writer.writeheader()
     for row in history:
         writer.writerow({k: row[k] for k in METRICS})
-    _write_atomic(run_dir / "metrics.csv", buffer.getvalue())
-    _write_atomic(run_dir / "metrics.jsonl",
+    write_atomic(run_dir / "metrics.csv", buffer.getvalue())
+    write_atomic(run_dir / "metrics.jsonl",
                   "".join(json.dumps({k: row[k] for k in METRICS}) + "\n" for row in history))
 
 
