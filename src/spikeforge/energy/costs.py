@@ -18,9 +18,14 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, as a package before Python 3.11
+    import tomli as tomllib
 
 from ..errors import ConfigError
 
