@@ -66,7 +66,8 @@ def test_energy_table(run_dir, tmp_path, capsys):
                  "--out-dir", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "Linear 784→10" in out and "LIF [10]" in out and "total" in out
-    assert "E_MAC 4.6 pJ, E_AC 0.9 pJ" in out and "per sample, over 10 samples" in out
+    assert "E_MAC 4.6 pJ, E_AC 0.9 pJ" in out
+    assert "per sample, over 10 samples of 8 time steps" in out
     assert (tmp_path / "out" / "energy.json").exists()
     assert (tmp_path / "out" / "figures" / "energy.png").exists()
 

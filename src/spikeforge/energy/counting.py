@@ -60,7 +60,6 @@ class NeuronTally:
     name: str
     kind: str
     neurons: int = 0
-    steps: int = 0
     spikes: float = 0.0
     neuron_steps: float = 0.0
     silent: float = 0.0          # Σ over samples of the fraction of neurons silent for all T
@@ -243,7 +242,7 @@ class Counter:
             tally = self.neurons.get(name)
             if tally is None:
                 kind = f"{type(m).__name__} [{'×'.join(str(d) for d in s.shape[2:])}]"
-                tally = self.neurons[name] = NeuronTally(name, kind, counts.shape[1], steps)
+                tally = self.neurons[name] = NeuronTally(name, kind, counts.shape[1])
             tally.spikes += float(counts.sum())
             tally.neuron_steps += steps * counts.numel()
             tally.silent += float((counts == 0).double().mean(1).sum())

@@ -25,7 +25,8 @@ from .paths import counting_forward, fast_path
 class Layer:
     """One row of the report, per sample.
 
-    ``role``: ``"spiking"`` (a neuron layer: ``rate``, ``silent``, ``dead``, ``spikes``),
+    ``role``: ``"spiking"`` (a neuron layer: ``neurons``, ``steps`` (mean time steps per
+    sample), ``spikes``, ``rate``, ``silent``, ``dead``),
     ``"synaptic"`` (weights fed by the layer before) or ``"recurrent"`` (a neuron layer's
     feedback weights): ``acs``, ``macs``, ``ann_macs``, ``energy_pj``.
     ``rate``: spikes per neuron per step; ``silent``: mean fraction of neurons that do not fire
@@ -36,7 +37,7 @@ class Layer:
     kind: str
     role: str
     neurons: int = 0
-    steps: int = 0
+    steps: float = 0.0
     spikes: float = 0.0
     rate: float | None = None
     silent: float | None = None
@@ -84,15 +85,21 @@ class Report:
         return self.costs.energy_pj(self.ann_macs, 0.0)
 
     @property
+    def steps(self) -> float:
+        """Mean time steps per sample (of the longest-running spiking layer)."""
+        return max((layer.steps for layer in self.layers), default=0.0)
+
+    @property
     def rate(self) -> float:
         """Spikes per neuron per step over every spiking layer."""
         spiking = [layer for layer in self.layers if layer.role == "spiking"]
-        steps = sum(layer.neurons * layer.steps for layer in spiking)
-        return sum(layer.spikes for layer in spiking) / steps if steps else 0.0
+        neuron_steps = sum(layer.neurons * layer.steps for layer in spiking)
+        return sum(layer.spikes for layer in spiking) / neuron_steps if neuron_steps else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as JSON-ready values (what ``energy.json`` holds)."""
-        return {**self.extra, "samples": self.samples, "accuracy": self.accuracy,
+        return {**self.extra, "samples": self.samples, "steps": self.steps,
+                "accuracy": self.accuracy,
                 "costs": self.costs.to_dict(), "fast_path": self.fast_path,
                 "units": {"rate": "spikes per neuron per step", "ops": "per sample",
                           "energy": "pJ per sample"},
@@ -105,8 +112,9 @@ class Report:
 def _neuron_row(t: NeuronTally) -> Layer:
     n = t.samples
     dead = 1.0 - float(t.fired.double().mean()) if t.fired is not None else None
-    return Layer(display_name(t.name), t.kind, "spiking", neurons=t.neurons, steps=t.steps,
-                 spikes=t.spikes / n, rate=t.spikes / t.neuron_steps, silent=t.silent / n,
+    return Layer(display_name(t.name), t.kind, "spiking", neurons=t.neurons,
+                 steps=t.neuron_steps / (t.neurons * n), spikes=t.spikes / n,
+                 rate=t.spikes / t.neuron_steps, silent=t.silent / n,
                  dead=dead)
 
 

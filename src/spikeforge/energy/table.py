@@ -57,12 +57,13 @@ def print_report(report: Report, console: Console | None = None, title: str | No
     """Print the table and the lines under it on ``console`` (default: stdout)."""
     console = console or Console()
     console.print(table(report, title))
-    lines = [f"per sample, over {report.samples} samples; rate = spikes per neuron per step, "
+    lines = [f"per sample, over {report.samples} samples of {report.steps:.4g} time steps; "
+             "rate = spikes per neuron per step, "
              "silent = neurons that never fire during a sample",
              f"energy: SNN {_energy(report.energy_pj)} (E_MAC x MACs + E_AC x ACs), "
              f"ANN {_energy(report.ann_energy_pj)} (E_MAC x ANN MACs)"
-             + (f": the SNN needs {report.energy_pj / report.ann_energy_pj:.3g}x the ANN's"
-                if report.ann_energy_pj else ""),
+             + (f": the SNN needs {report.energy_pj / report.ann_energy_pj:.3g}x the ANN's "
+                "energy" if report.ann_energy_pj else ""),
              f"costs {report.costs.name}: E_MAC {report.costs.e_mac_pj:g} pJ, E_AC "
              f"{report.costs.e_ac_pj:g} pJ ({report.costs.source})"]
     if report.accuracy is not None:

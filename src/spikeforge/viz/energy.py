@@ -51,6 +51,8 @@ def energy_figure(report, path: str | os.PathLike, title: str = "") -> EnergyFig
     right.set_yticks(y, [f"{layer.name}\n{layer.kind}" for layer in synaptic])
     right.invert_yaxis()
     right.set_xscale("symlog", linthresh=1.0)
+    largest = max((getattr(layer, key) for layer in synaptic for key, _, _ in OPS), default=0.0)
+    right.set_xlim(0, max(10.0, 3 * largest))
     right.set_xlabel("operations per sample")
     right.set_title("synaptic operations")
     right.legend(loc="lower right", fontsize="small")
