@@ -12,7 +12,8 @@ and counts, with ``fanout`` the taps each input element drives (:func:`.fanout.f
 - average-pooled spikes (the output of an AvgPool of spikes, unchanged up to the layer):
   counted as the spikes they average, ``ACs += Σ (x · k) · fanout`` with k the pool's
   divisor: the pool folded into the weights (w/k), as event-driven hardware runs it;
-- real values (a direct-encoded image): ``MACs += N · Σ fanout``, the dense layer, zeros and all.
+- real values (a direct-encoded image): ``MACs += N · Σ fanout``, the dense layer, zeros and all
+  (an input that holds only non-negative integers, e.g. a binary image, counts as spikes).
   A layer that runs once for all T steps (csnn's first Conv, rleaky's encoder) sees N = B and
   is counted once, as the model computes it;
 - the ANN it would be: ``Σ fanout`` MACs per sample, one pass, no T (recurrent weights none).
@@ -37,7 +38,9 @@ from .. import functional as SF
 from ..neuron import SpikingNeuron
 from .fanout import SYNAPTIC, fanout
 
-_AVG_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+#: Average pools (and their number of spatial axes) whose pooled spikes are unfolded.
+_AVG_POOL_DIMS = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3}
+
 
 
 @dataclass
@@ -89,13 +92,13 @@ def _is_counts(x: Tensor) -> bool:
 
 
 def _divisor(pool: nn.Module) -> float:
-    """What an average pool divides its window sum by (no padding): the window's size."""
+    """What an average pool divides its window sum by (no padding): the window's size, or
+    ``divisor_override``."""
     if getattr(pool, "divisor_override", None):
         return float(pool.divisor_override)
+    dims = _AVG_POOL_DIMS[type(pool)]
     size = pool.kernel_size
-    if isinstance(size, int):
-        size = (size,) * _AVG_POOLS.index(type(pool)) + (size,)
-    return float(math.prod(size))
+    return float(math.prod((size,) * dims if isinstance(size, int) else size))
 
 
 class Counter:
@@ -120,7 +123,7 @@ class Counter:
         self._synaptic = [(n, m) for n, m in model.named_modules()
                           if isinstance(m, SYNAPTIC) and not n.startswith(inside)]
         self._pools = [(n, m) for n, m in model.named_modules()
-                       if isinstance(m, _AVG_POOLS) and not n.startswith(inside)]
+                       if type(m) in _AVG_POOL_DIMS and not n.startswith(inside)]
         self._fans: dict[tuple[str, tuple[int, ...]], Tensor] = {}
         self._handles: list[Any] = []
         self._records: list[bool] = []
