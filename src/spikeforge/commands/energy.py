@@ -63,18 +63,25 @@ def run(args: argparse.Namespace) -> int:
                                                              device=loaded.device), total))
     result = report(loaded.model, batches, costs,
                     predict=lambda out: task.predict(*task.outputs(out)))
-    rows = {int(row["epoch"]): row for row in read_metrics(loaded.run_dir)}
+    try:
+        rows = {int(row["epoch"]): row for row in read_metrics(loaded.run_dir)}
+    except (ValueError, KeyError, TypeError):
+        rows = {}     # a damaged metrics.jsonl costs the run's accuracy, not the report
     config = loaded.train_config
     result.extra = {"run_dir": str(loaded.run_dir), "recipe": loaded.recipe,
                     "model": config.model, "dataset": config.dataset, "T": config.T,
                     "checkpoint": args.checkpoint, "epoch": loaded.epoch,
                     "test_acc": rows.get(loaded.epoch, {}).get("test_acc")}
     out = Path(args.out_dir) if args.out_dir else loaded.run_dir
-    out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result.to_dict(), indent=2)
-    write_atomic(out / "energy.json", text + "\n")
     title = f"{loaded.recipe} on {config.dataset}, {args.checkpoint}/ (epoch {loaded.epoch})"
-    figure = energy_figure(result, out / "figures" / "energy.png", title=title)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "energy.json", text + "\n")
+        figure = energy_figure(result, out / "figures" / "energy.png", title=title)
+    except OSError as err:
+        raise ConfigError(f"cannot write the report into {out} ({err.strerror or err}); give "
+                          "a writable folder with --out-dir.") from None
     if args.json:
         print(text)
     else:
