@@ -1,0 +1,105 @@
+"""``spikeforge energy`` on a tiny fc-lif run trained here (synthetic MNIST in the IDX format):
+the table, energy.json and figures/energy.png are written, the JSON holds the counts, the
+accuracy equals ``spikeforge eval`` on the same batches (the same Poisson spikes), and a bad
+--costs file or a run without a checkpoint exits 2 with one sentence."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spikeforge.cli import main
+from spikeforge.data import write_idx
+
+T = 8
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("energy")
+    rng = np.random.default_rng(0)
+    for stem, n in (("train", 128), ("t10k", 40)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = (rng.random((n, 28, 28)) * 60).astype(np.uint8)
+        for i, k in enumerate(labels):
+            images[i, 2 + 2 * k:5 + 2 * k, 4:24] = 230
+        write_idx(root / "data" / f"{stem}-images-idx3-ubyte", images)
+        write_idx(root / "data" / f"{stem}-labels-idx1-ubyte", labels)
+    run = root / "run"
+    assert main(["train", "fc-lif", "--epochs", "1", "-T", str(T), "-b", "32", "--lr", "0.01",
+                 "--data-dir", str(root / "data"), "--out-dir", str(run), "--device", "cpu",
+                 "--no-progress", "--no-download"]) == 0
+    return run
+
+
+def test_energy_writes_report_and_figure(run_dir, capsys):
+    capsys.readouterr()
+    assert main(["energy", str(run_dir), "--batches", "2", "-b", "10", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((run_dir / "energy.json").read_text())
+    assert printed == saved
+    assert saved["samples"] == 20 and saved["recipe"] == "fc-lif" and saved["T"] == T
+    linear, neuron = saved["layers"]
+    assert (linear["name"], linear["role"], neuron["name"], neuron["role"]) == (
+        "net.1", "synaptic", "net.2", "spiking")
+    assert linear["macs"] == 0 and linear["ann_macs"] == 7840
+    assert saved["total"]["acs"] == linear["acs"] > 0
+    assert saved["total"]["energy_pj"] == pytest.approx(0.9 * linear["acs"])
+    assert neuron["rate"] == pytest.approx(neuron["spikes"] / (10 * T))
+    assert saved["costs"]["e_mac_pj"] == 4.6 and "Horowitz" in saved["costs"]["source"]
+    assert "Poisson-Linear" in saved["fast_path"]
+    image = Image.open(run_dir / "figures" / "energy.png")
+    assert image.format == "PNG" and image.size == (1100, 420)
+    assert len(np.unique(np.asarray(image.convert("L")))) > 2
+
+    assert main(["eval", str(run_dir), "--max-batches", "2", "-b", "10", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_acc"] == saved["accuracy"]
+
+
+def test_energy_table(run_dir, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["energy", str(run_dir), "--batches", "1", "-b", "10",
+                 "--out-dir", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "Linear 784→10" in out and "LIF [10]" in out and "total" in out
+    assert "E_MAC 4.6 pJ, E_AC 0.9 pJ" in out
+    assert "per sample, over 10 samples of 8 time steps" in out
+    assert (tmp_path / "out" / "energy.json").exists()
+    assert (tmp_path / "out" / "figures" / "energy.png").exists()
+
+
+def test_bad_costs_file_exits_2(run_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("e_mac_pj = 4.6\n")
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["energy", str(run_dir), "--costs", str(bad), "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("spikeforge: error: --costs") and "e_ac_pj" in err
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_run_without_checkpoint_exits_2(run_dir, tmp_path, capsys):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(run_dir / "config.json", bare / "config.json")
+    capsys.readouterr()
+    assert main(["energy", str(bare)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("spikeforge: error:") and len(err.splitlines()) == 1
+    assert not (bare / "energy.json").exists()
+
+
+def test_unwritable_out_dir_exits_2(run_dir, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    capsys.readouterr()
+    assert main(["energy", str(run_dir), "--batches", "1", "-b", "10",
+                 "--out-dir", str(blocker)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--out-dir" in err and len(err.splitlines()) == 1
+    assert blocker.read_text() == "not a folder"
