@@ -32,6 +32,18 @@ def detach(model: nn.Module) -> None:
         m.detach_state()
 
 
+def set_backend(model: nn.Module, backend: str) -> None:
+    """Run every neuron of ``model`` (and the layers fused with it) on kernel ``backend``:
+    ``"auto"``, ``"reference"``, ``"cpu"`` or ``"triton"`` (:mod:`spikeforge.kernels`);
+    ValueError for another name."""
+    from . import kernels
+
+    if backend not in kernels.BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(kernels.BACKENDS)}, got {backend!r}")
+    for m in _neurons(model):
+        m.backend = backend
+
+
 def set_record(model: nn.Module, record: bool = True) -> None:
     """Switch membrane/spike recording of every neuron on or off."""
     for m in _neurons(model):
