@@ -1,5 +1,5 @@
 """One training step of each recipe on the ``triton`` backend (the ``--device cuda`` code path:
-Triton neuron and IF-MaxPool kernels, dense Poisson spikes → GEMM for fc-lif, dense
+Triton neuron and IF-MaxPool kernels, Triton Poisson spikes → dense GEMM for fc-lif, dense
 convolutions for nmnist-csnn, the tensor-op RLeaky loop) against the same step on the CPU
 backend (compiled kernels, fused Poisson-Linear, sparse N-MNIST pass): the same spikes and loss,
 the same gradients and updated weights within float summation order. Without a GPU the Triton
@@ -12,7 +12,7 @@ import torch
 
 from spikeforge import functional as SF
 from spikeforge.commands.bench import random_batch
-from spikeforge.kernels import cpu, neuron_pool, rleaky, sparse
+from spikeforge.kernels import cpu, neuron_pool, poisson, rleaky, sparse
 from spikeforge.train import build, recipes
 
 #: recipe → settings that keep the interpreted step small (everything else is the recipe's).
@@ -29,12 +29,11 @@ WEIGHT_SCALE = 8.0
 
 
 def _refuse_cpu_kernels(monkeypatch):
-    """Make every compiled CPU neuron, pool, RLeaky and sparse kernel fail if it is called (the
-    Poisson encoder stays: it is the CPU tensors' encoder on either backend)."""
+    """Make every compiled CPU kernel (neuron, pool, RLeaky, sparse, Poisson) fail if called."""
     def refuse():
         raise AssertionError("a compiled CPU kernel ran on the triton backend")
 
-    for module in (cpu, neuron_pool, rleaky, sparse):
+    for module in (cpu, neuron_pool, poisson, rleaky, sparse):
         monkeypatch.setattr(module, "library", refuse)
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .encoding import poisson, poisson_linear
+from .encoding import poisson_linear, seed
 from .kernels import sparse
 from .kernels.neuron_pool import lif_pool
 from .layer import SeqToBatch, seq
@@ -32,7 +32,7 @@ class FcLif(nn.Module):
     (:func:`spikeforge.encoding.poisson_linear`): the same spikes as
     ``encoding.poisson(x, steps, generator)`` and the same output up to float summation order,
     without building the ``[T, B, 784]`` spike tensor. On the ``triton`` backend (a GPU) the
-    spikes are built and fed to one dense GEMM instead.
+    same spikes are drawn into a tensor by a Triton kernel and fed to one dense GEMM instead.
     """
 
     def __init__(self, tau: float = 2.0, in_features: int = 784, classes: int = 10,
@@ -50,8 +50,11 @@ class FcLif(nn.Module):
                              f"not images of shape {tuple(x.shape)}")
         weight = self.net[1].module.weight
         if self.net[2].fused_backend(x) == "triton":
-            # a GPU: the spikes as one tensor, then one dense GEMM (kernels package: Speed)
-            spikes = poisson(x.flatten(1), self.steps, generator, dtype=weight.dtype)
+            # a GPU: the same spikes as one tensor, then one dense GEMM (kernels package: Speed)
+            from .kernels import triton_poisson
+
+            spikes = triton_poisson.encode(x.flatten(1), self.steps, seed(generator),
+                                           weight.dtype)
             return self.net[2](F.linear(spikes, weight))
         return self.net[2](poisson_linear(x.flatten(1), weight, self.steps, generator))
 

@@ -27,11 +27,12 @@ batches, since no GPU timing has been taken yet (``benchmarks/gpu_check.py`` tak
   time with the state in registers moves the least data: LIF reads X and writes S, V and H once;
   csnn's first IF-MaxPool (T=4, B=128, 64×28×28 neurons) writes H and a quarter-size pooled
   output and winner byte instead of S and V at full size plus torch's pool reading S back.
-- Poisson-Linear (fc-lif): the spikes as a tensor and one dense GEMM. The fused CPU kernel saves
-  CPU FLOPs by skipping the 81 % zero pixels; on a GPU the whole GEMM (T·B = 6,400 rows × 784 ×
-  10 outputs, 0.1 GFLOP, 20 MB of float spikes) is a few microseconds of memory traffic, while a
-  scatter from the nonzero pixels would add every spike of a sample into the same 10 outputs
-  (atomic contention) for no saving worth a kernel.
+- Poisson-Linear (fc-lif): the spikes as a tensor (:mod:`.triton_poisson`, the CPU encoder's
+  draws) and one dense GEMM. The fused CPU kernel saves CPU FLOPs by skipping the 81 % zero
+  pixels; on a GPU the whole GEMM (T·B = 6,400 rows × 784 × 10 outputs, 0.1 GFLOP, 20 MB of
+  float spikes) is a few microseconds of memory traffic, while a scatter from the nonzero pixels
+  would add every spike of a sample into the same 10 outputs (atomic contention) for no saving
+  worth a kernel.
 - N-MNIST's sparse pass: cuDNN's dense convolutions. Dense, one step of nmnist-csnn (T=300,
   B=128) is ≈ 0.13 TFLOP forward (conv1 0.04, conv2 0.09), ≈ 0.4 TFLOP with backward: about
   6 ms at an H200's 67 TFLOPS of plain float32 (less in TF32, cuDNN's default). The CPU pass
