@@ -34,12 +34,12 @@ def detach(model: nn.Module) -> None:
 
 def set_backend(model: nn.Module, backend: str) -> None:
     """Run every neuron of ``model`` (and the layers fused with it) on kernel ``backend``:
-    ``"auto"``, ``"reference"``, ``"cpu"`` or ``"triton"`` (:mod:`spikeforge.kernels`);
-    ValueError for another name."""
+    ``"auto"``, ``"reference"``, ``"cpu"`` or ``"triton"`` (:mod:`spikeforge.kernels`).
+    Raises ValueError for another name and :class:`~spikeforge.kernels.BackendUnavailable` for
+    a backend that cannot run here, as a neuron built with it does."""
     from . import kernels
 
-    if backend not in kernels.BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(kernels.BACKENDS)}, got {backend!r}")
+    kernels.get_backend(backend)
     for m in _neurons(model):
         m.backend = backend
 

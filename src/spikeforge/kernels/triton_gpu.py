@@ -21,6 +21,7 @@ from torch import Tensor
 from ..surrogate import Surrogate
 from . import fused
 from .triton_math import (
+    check_int32_indexing,
     if_lif_backward_step,
     if_lif_forward_step,
     interpreting,
@@ -127,6 +128,7 @@ def _grid(n: int) -> tuple[int]:
 
 
 def _if_lif_forward(x, stride, v0, shape, tau, decay_input, v_threshold, v_reset, keep_h):
+    check_int32_indexing(shape.numel())
     s = torch.empty(shape, device=x.device, dtype=x.dtype)
     vs = torch.empty_like(s)
     h = torch.empty(shape, device=x.device) if keep_h else None
@@ -152,6 +154,7 @@ def _if_lif_backward(h, g_s, s_stride, g_v, v_stride, want_gv0, tau, decay_input
 
 
 def _leaky_forward(x, stride, u0, beta, shape, threshold, reset_zero):
+    check_int32_indexing(shape.numel())
     s = torch.empty(shape, device=x.device)
     us = torch.empty_like(s)
     n = u0.numel()

@@ -41,6 +41,17 @@ def interpreting() -> bool:
     return bool(INTERPRET.value)
 
 
+def check_int32_indexing(numel: int) -> None:
+    """The kernels index [T, N] tensors with 32-bit offsets: raises
+    :class:`~spikeforge.errors.ConfigError` past 2^31 − 1 elements (8 GiB of float32) instead
+    of wrapping around."""
+    if numel >= 2**31:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"a neuron layer's [T, batch, ...] tensor has {numel} elements, more "
+                          "than the Triton kernels index (2^31 - 1); lower --batch-size or -T.")
+
+
 @triton.jit
 def div_rn(a, b):
     """a / b rounded to nearest (IEEE)."""

@@ -18,7 +18,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .fused import mode, surrogate_args
-from .triton_math import if_lif_backward_step, if_lif_forward_step
+from .triton_math import check_int32_indexing, if_lif_backward_step, if_lif_forward_step
 
 #: Windows per program (four neurons each).
 BLOCK = 256
@@ -111,6 +111,7 @@ def forward(x: Tensor, x_stride: int, v0: Tensor, out: Tensor, arg: Tensor | Non
             tau: float | None, decay_input: bool, v_threshold: float,
             v_reset: float | None) -> None:
     """Fill ``out`` [T, P, H/2, W/2], ``arg`` and ``hs`` (when given) and ``v_last`` [P, H, W]."""
+    check_int32_indexing(steps * p * h * w)
     keep = hs is not None
     _lif_pool_fwd[_grid(p, h, w)](
         x, x_stride, v0, out, arg if keep else out, hs if keep else out, v_last, steps, p, h, w,
