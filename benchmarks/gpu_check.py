@@ -35,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_FILES = ("tests/test_kernels_triton.py", "tests/test_kernels_triton_pool.py",
+              "tests/test_kernels_triton_poisson.py",
               "tests/test_train_triton.py", "tests/test_kernels.py", "tests/test_models.py",
               "tests/test_kernels_bench_cli.py")
 RECIPES = ("fc-lif", "csnn", "nmnist-csnn", "rleaky")

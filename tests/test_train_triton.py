@@ -74,6 +74,7 @@ def test_training_step_on_triton_equals_the_cpu_backend(triton_device, recipe):
     loss_cpu, spikes_cpu, grads_cpu, weights_cpu = _step(config, "auto", "cpu", state, x, y)
     with pytest.MonkeyPatch.context() as monkeypatch:
         _refuse_cpu_kernels(monkeypatch)
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # float32 convolutions
         loss_tr, spikes_tr, grads_tr, weights_tr = _step(config, "triton", triton_device, state,
                                                          x, y)
     assert spikes_cpu.sum() > 0, "the output layer must fire for the step to test anything"
@@ -85,4 +86,10 @@ def test_training_step_on_triton_equals_the_cpu_backend(triton_device, recipe):
         torch.testing.assert_close(grads_tr[name], g, rtol=1e-5, atol=1e-5 * scale, msg=name)
     assert any(g.abs().max() > 0 for g in grads_cpu.values())
     for name, w in weights_cpu.items():
-        torch.testing.assert_close(weights_tr[name], w, rtol=1e-5, atol=1e-6, msg=name)
+        # Adam's first step is lr·g/(|g| + ε): a gradient at float-noise level (summed in another
+        # order on a GPU) may move its weight anywhere within ±lr, the others move alike
+        g = grads_cpu[name]
+        settled = g.abs() > 1e-3 * g.abs().max()
+        torch.testing.assert_close(weights_tr[name][settled], w[settled], rtol=1e-5, atol=1e-6,
+                                   msg=name)
+        assert (weights_tr[name] - w).abs().max() <= 2 * config.lr, name
