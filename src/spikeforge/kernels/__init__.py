@@ -8,7 +8,8 @@ Every backend implements the same two functions with the signatures of
 
 Backends: ``"reference"`` (the plain autograd loop, the test oracle), ``"cpu"`` (compiled C++
 with OpenMP, :mod:`.cpu`), ``"triton"`` (CUDA GPUs, :mod:`.triton_gpu`, imported only when
-asked for). ``"auto"`` picks ``cpu`` for CPU tensors and ``triton`` for CUDA tensors, and falls
+asked for; on CPU tensors where Triton's interpreter is on, ``TRITON_INTERPRET=1``, as in the
+tests). ``"auto"`` picks ``cpu`` for CPU tensors and ``triton`` for CUDA tensors, and falls
 back to ``reference`` with a warning when the fused backend cannot be built or imported.
 
 Beside the neuron loops: :mod:`.rleaky` (RLeaky as one autograd node, any device),

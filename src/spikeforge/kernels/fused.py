@@ -56,7 +56,8 @@ def grad_seq(g: Tensor | None, like: Tensor) -> tuple[Tensor, int]:
 
 
 class Loops(NamedTuple):
-    """One backend's launchers; every tensor is float32 unless said, ``x`` in its own dtype.
+    """One backend's launchers. Inputs are float32 except ``x`` and the incoming gradients
+    ``gs``/``gv``/``gu`` (their own dtype); outputs are float32 or ``x``'s dtype (the glue casts).
 
     if_lif_forward(x, x_stride, v0, shape, tau, decay_input, v_th, v_reset, keep_h)
                    → (S, V, H | None)

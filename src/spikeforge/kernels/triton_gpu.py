@@ -1,9 +1,9 @@
 """GPU backend: the neuron time loops of :mod:`.reference` as Triton kernels (CUDA tensors).
 
 One program owns a block of neurons and runs the whole time loop with the state in registers,
-forward and backward (DESIGN §3); forward saves one tensor (H for IF/LIF, U for Leaky). Products
-that the reference rounds on their own (β·U before + X) and divisions are rounded to nearest
-(:mod:`.triton_math`), so spikes match the reference loop bit for bit in float32. The autograd
+forward and backward (DESIGN §3); forward saves one tensor (H for IF/LIF, U for Leaky). Every
+operation rounds on its own and divisions are IEEE (:mod:`.triton_math`), so spikes and
+membranes match the reference loop bit for bit in float32. The autograd
 glue is :mod:`.fused`'s, shared with the CPU backend. Imported only when the ``triton`` backend
 is asked for.
 
@@ -21,11 +21,11 @@ from torch import Tensor
 from ..surrogate import Surrogate
 from . import fused
 from .triton_math import (
+    IEEE,
     check_int32_indexing,
     if_lif_backward_step,
     if_lif_forward_step,
     interpreting,
-    mul_rn,
     surrogate_grad,
 )
 
@@ -85,9 +85,9 @@ def _leaky_fwd(x_ptr, x_st, u0_ptr, beta_ptr, s_ptr, u_ptr, T, N, thr, ZERO: tl.
         x = tl.load(x_ptr + t * x_st + offs, mask=mask, other=0.0).to(tl.float32)
         r = tl.where(u - thr > 0.0, 1.0, 0.0)
         if ZERO:
-            u = mul_rn(beta * (1.0 - r), u) + x
+            u = beta * (1.0 - r) * u + x
         else:
-            u = mul_rn(beta, u) + x - r * thr
+            u = beta * u + x - r * thr
         s = tl.where(u - thr > 0.0, 1.0, 0.0)
         tl.store(s_ptr + t * N + offs, s, mask=mask)
         tl.store(u_ptr + t * N + offs, u, mask=mask)
@@ -136,7 +136,7 @@ def _if_lif_forward(x, stride, v0, shape, tau, decay_input, v_threshold, v_reset
     _if_lif_fwd[_grid(n)](x, stride, v0, s, vs, s if h is None else h, shape[0], n,
                           float(tau or 1.0), v_threshold, float(v_reset or 0.0),
                           MODE=fused.mode(tau, decay_input), SOFT=v_reset is None,
-                          KEEP_H=keep_h, BLOCK=BLOCK)
+                          KEEP_H=keep_h, BLOCK=BLOCK, **IEEE)
     return s, vs, h
 
 
@@ -149,7 +149,7 @@ def _if_lif_backward(h, g_s, s_stride, g_v, v_stride, want_gv0, tau, decay_input
     _if_lif_bwd[_grid(n)](h, g_s, s_stride, g_v, v_stride, gx, gv0, h.shape[0], n,
                           float(tau or 1.0), v_threshold, float(v_reset or 0.0), c1, c2,
                           MODE=fused.mode(tau, decay_input), SOFT=v_reset is None,
-                          DETACH=detach_reset, SG=kind, BLOCK=BLOCK)
+                          DETACH=detach_reset, SG=kind, BLOCK=BLOCK, **IEEE)
     return gx, gv0 if want_gv0 else None
 
 
@@ -159,7 +159,7 @@ def _leaky_forward(x, stride, u0, beta, shape, threshold, reset_zero):
     us = torch.empty_like(s)
     n = u0.numel()
     _leaky_fwd[_grid(n)](x, stride, u0, beta, s, us, shape[0], n, threshold, ZERO=reset_zero,
-                         BLOCK=BLOCK)
+                         BLOCK=BLOCK, **IEEE)
     return s, us
 
 
@@ -169,7 +169,7 @@ def _leaky_backward(us, u0, beta, g_s, s_stride, g_u, u_stride, want_gu0, want_g
     kind, c1, c2 = fused.surrogate_args(surrogate)
     n = u0.numel()
     _leaky_bwd[_grid(n)](us, u0, beta, g_s, s_stride, g_u, u_stride, gx, gu0, gbeta, us.shape[0],
-                         n, threshold, c1, c2, ZERO=reset_zero, SG=kind, BLOCK=BLOCK)
+                         n, threshold, c1, c2, ZERO=reset_zero, SG=kind, BLOCK=BLOCK, **IEEE)
     return gx, gu0 if want_gu0 else None, gbeta if want_gbeta else None
 
 

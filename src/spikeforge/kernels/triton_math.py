@@ -1,16 +1,19 @@
-"""Device functions the Triton kernels share: IEEE-rounded arithmetic and the surrogate derivative.
+"""What the Triton kernels share: IEEE float32 arithmetic, the surrogate derivative, an IF/LIF step.
 
-On a GPU, Triton divides float32 with an approximate reciprocal and may contract ``a·b + c``
-into one fused multiply-add (one rounding instead of two); either changes the last bit of a
-membrane, and a spike that the reference loop fires at exactly the threshold would flip. So the
-kernels divide with ``div_rn`` and multiply with ``mul_rn`` (libdevice's round-to-nearest
-intrinsics, which the compiler never fuses), and the membranes equal the reference loop's.
+On a GPU, Triton may contract ``a·b + c`` into one fused multiply-add (one rounding instead of
+two) and divides float32 with an approximate reciprocal (``div.full.f32``); either changes the
+last bit of a membrane, and a spike the reference loop fires at exactly the threshold would
+flip. So every kernel is launched with ``**IEEE`` (``enable_fp_fusion=False``: each ``*``, ``+``
+and ``−`` rounds on its own, as ``-ffp-contract=off`` does for the C++ kernels) and divides with
+``tl.div_rn`` (``div.rn.f32``, IEEE round to nearest); the membranes then equal the reference
+loop's bit for bit. libdevice's ``div_rn``/``mul_rn`` would do the first two jobs too, but they
+flush subnormals to zero (``div.rn.ftz.f32``, ``mul.rn.ftz.f32`` under Triton's FTZ setting),
+and Triton's interpreter has no libdevice.
 
-Triton's interpreter (``TRITON_INTERPRET=1``, kernels run by numpy on CPU tensors) has no
-libdevice: there the helpers are numpy's ``/`` and ``*``, which are the same arithmetic, since
-numpy rounds every float32 operation to nearest on its own and never contracts two into an FMA.
-Which one a kernel uses is decided once, when this module is imported (as Triton decides
-whether to interpret at the ``@triton.jit`` of each kernel).
+Triton's interpreter (``TRITON_INTERPRET=1``, the kernels run by numpy on CPU tensors) is the
+same arithmetic without any switch: numpy rounds every float32 operation to nearest on its own,
+never contracts two into an FMA, keeps subnormals, and runs ``tl.div_rn`` as ``/``.
+tests/test_kernels_triton_ptx.py compiles every kernel for sm_90 and checks the instructions.
 """
 
 from __future__ import annotations
@@ -21,24 +24,20 @@ import triton
 import triton.language as tl
 
 try:
-    from triton.language.extra import libdevice
-except ImportError:  # older Triton
-    from triton.language.extra.cuda import libdevice
-
-try:
     from triton import knobs
 
     _interpret = bool(knobs.runtime.interpret)
 except ImportError:  # Triton before 3.4 read the variable itself
     _interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-#: Whether Triton runs kernels in its interpreter (read at import, as ``@triton.jit`` reads it).
-INTERPRET = tl.constexpr(_interpret)
+#: Launch options of every float kernel: no contraction of a·b + c into one rounding.
+IEEE = {"enable_fp_fusion": False}
 
 
 def interpreting() -> bool:
-    """Whether this process runs Triton kernels in the interpreter (on CPU tensors)."""
-    return bool(INTERPRET.value)
+    """Whether this process runs Triton kernels in the interpreter (on CPU tensors); read when
+    this module is first imported, as ``@triton.jit`` reads it."""
+    return _interpret
 
 
 def check_int32_indexing(numel: int) -> None:
@@ -50,24 +49,6 @@ def check_int32_indexing(numel: int) -> None:
 
         raise ConfigError(f"a neuron layer's [T, batch, ...] tensor has {numel} elements, more "
                           "than the Triton kernels index (2^31 - 1); lower --batch-size or -T.")
-
-
-@triton.jit
-def div_rn(a, b):
-    """a / b rounded to nearest (IEEE)."""
-    if INTERPRET:
-        return a / b
-    else:
-        return libdevice.div_rn(a, b)
-
-
-@triton.jit
-def mul_rn(a, b):
-    """a · b rounded to nearest, never fused with a following addition."""
-    if INTERPRET:
-        return a * b
-    else:
-        return libdevice.mul_rn(a, b)
 
 
 @triton.jit
@@ -98,9 +79,9 @@ def if_lif_forward_step(v, x, tau, v_th, v_reset, MODE: tl.constexpr, SOFT: tl.c
     if MODE == 0:
         h = v + x
     elif MODE == 1:
-        h = v + div_rn(x - (v - v_r), tau)
+        h = v + tl.div_rn(x - (v - v_r), tau)
     else:
-        h = v - div_rn(v - v_r, tau) + x
+        h = v - tl.div_rn(v - v_r, tau) + x
     s = tl.where(h - v_th >= 0.0, 1.0, 0.0)
     if SOFT:
         v = h - v_th * s
@@ -129,7 +110,7 @@ def if_lif_backward_step(h, g_s, g_v, tau, v_th, v_reset, c1, c2, MODE: tl.const
         gx = gh
         carry = gh
     else:
-        g_tau = div_rn(gh, tau)
+        g_tau = tl.div_rn(gh, tau)
         if MODE == 1:
             gx = g_tau
         else:

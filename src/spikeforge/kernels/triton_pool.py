@@ -18,7 +18,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .fused import mode, surrogate_args
-from .triton_math import check_int32_indexing, if_lif_backward_step, if_lif_forward_step
+from .triton_math import IEEE, check_int32_indexing, if_lif_backward_step, if_lif_forward_step
 
 #: Windows per program (four neurons each).
 BLOCK = 256
@@ -116,7 +116,7 @@ def forward(x: Tensor, x_stride: int, v0: Tensor, out: Tensor, arg: Tensor | Non
     _lif_pool_fwd[_grid(p, h, w)](
         x, x_stride, v0, out, arg if keep else out, hs if keep else out, v_last, steps, p, h, w,
         float(tau or 1.0), float(v_threshold), float(v_reset or 0.0),
-        MODE=mode(tau, decay_input), SOFT=v_reset is None, KEEP=keep, BLOCK=BLOCK)
+        MODE=mode(tau, decay_input), SOFT=v_reset is None, KEEP=keep, BLOCK=BLOCK, **IEEE)
 
 
 def backward(hs: Tensor, arg: Tensor, g_out: Tensor, g_v: Tensor | None, gx: Tensor,
@@ -129,5 +129,5 @@ def backward(hs: Tensor, arg: Tensor, g_out: Tensor, g_v: Tensor | None, gx: Ten
         hs, arg, g_out, gx if g_v is None else g_v, gx, gv0, steps, p, h, w, float(tau or 1.0),
         float(v_threshold), float(v_reset or 0.0), c1, c2, MODE=mode(tau, decay_input),
         SOFT=v_reset is None, DETACH=bool(detach_reset), SG=kind, SUM_T=static,
-        HAS_GV=g_v is not None, BLOCK=BLOCK)
+        HAS_GV=g_v is not None, BLOCK=BLOCK, **IEEE)
 
