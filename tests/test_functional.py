@@ -71,3 +71,13 @@ def test_seq_to_batch_equals_per_step_application():
     x = torch.rand(4, 5, 2, 8, 8)
     want = torch.stack([conv(xt) for xt in x])
     torch.testing.assert_close(SeqToBatch(conv)(x), want)
+
+
+def test_set_backend_reaches_every_neuron_and_refuses_unknown_names():
+    model = torch.nn.Sequential(LIF(), torch.nn.Linear(3, 3), torch.nn.Sequential(Leaky(0.5)))
+    SF.set_backend(model, "reference")
+    assert [m.backend for m in model.modules() if hasattr(m, "backend")] == ["reference"] * 2
+    x = torch.rand(2, 1, 3)
+    assert model[0].fused_backend(x) == "reference"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        SF.set_backend(model, "cuda")

@@ -55,3 +55,10 @@ def test_nmnist_benchmark_net_is_scaled_to_fire_at_the_stated_rates():
     rates = bench.fire_at(net, frames, (0.10, 0.25), steps=40)
     assert rates[0] == pytest.approx(0.10, abs=0.02)
     assert rates[1] == pytest.approx(0.25, abs=0.04)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_bench_on_a_missing_gpu_exits_2_naming_the_flag(capsys):
+    assert cli.main(["bench", "rleaky", "--device", "cuda", "--iters", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda" in err and "Traceback" not in err

@@ -26,8 +26,10 @@ def poisson(x: Tensor, steps: int, generator: torch.Generator | None = None,
     Random numbers are drawn only for pixels with x > 0 (the others never fire), as 16-bit
     uniforms r with S = [r < round(x·2^16)], so P(S=1) is within 2^-17 of x, x ≥ 1 always fires;
     independent per pixel and step. On the CPU one compiled pass writes the spikes straight into
-    ``dtype`` (default: x's), seeded from ``generator`` (or torch's global generator); on other
-    devices the same draw runs as torch ops on ``x``'s device.
+    ``dtype`` (default: x's), seeded from ``generator`` (or torch's global generator); on a CUDA
+    device with Triton installed one Triton kernel draws the same spikes for the same seed
+    (:mod:`spikeforge.kernels.triton_poisson`); elsewhere an equivalent draw (other numbers) runs
+    as torch ops on ``x``'s device.
     """
     steps = _check_steps(steps)
     dtype = dtype or x.dtype
@@ -35,12 +37,25 @@ def poisson(x: Tensor, steps: int, generator: torch.Generator | None = None,
         out = _poisson_compiled(x, steps, generator, dtype)
         if out is not None:
             return out
+    if x.device.type == "cuda" and _triton() is not None:
+        return _triton().encode(x, steps, seed(generator), dtype)
     return _poisson_torch(x, steps, generator, dtype)
 
 
-def _seed(generator: torch.Generator | None) -> int:
-    """A 63-bit seed for the compiled draws, taken from ``generator`` (or the global one)."""
-    return torch.empty((), dtype=torch.int64).random_(generator=generator).item()
+def seed(generator: torch.Generator | None) -> int:
+    """A 63-bit seed for the counter-based draws, taken from ``generator`` (or torch's global
+    CPU generator), on the generator's device."""
+    device = "cpu" if generator is None else generator.device
+    return torch.empty((), dtype=torch.int64, device=device).random_(generator=generator).item()
+
+
+def _triton() -> ModuleType | None:
+    """:mod:`spikeforge.kernels.triton_poisson`, or None where Triton does not import."""
+    try:
+        from .kernels import triton_poisson
+    except ImportError:
+        return None
+    return triton_poisson
 
 
 def _compiled() -> ModuleType | None:
@@ -54,7 +69,7 @@ def _poisson_compiled(x: Tensor, steps: int, generator: torch.Generator | None,
     compiled = _compiled()
     if compiled is None:
         return None
-    return compiled.encode(x, steps, _seed(generator), dtype)
+    return compiled.encode(x, steps, seed(generator), dtype)
 
 
 def _poisson_torch(x: Tensor, steps: int, generator: torch.Generator | None,
@@ -89,7 +104,7 @@ def poisson_linear(x: Tensor, weight: Tensor, steps: int,
     if compiled is None:
         spikes = poisson(x, steps, generator, dtype=torch.uint8)
         return torch.nn.functional.linear(spikes.to(weight.dtype), weight)
-    return compiled.linear(x, weight, steps, _seed(generator))
+    return compiled.linear(x, weight, steps, seed(generator))
 
 
 def direct(x: Tensor, steps: int) -> Tensor:

@@ -32,6 +32,18 @@ def detach(model: nn.Module) -> None:
         m.detach_state()
 
 
+def set_backend(model: nn.Module, backend: str) -> None:
+    """Run every neuron of ``model`` (and the layers fused with it) on kernel ``backend``:
+    ``"auto"``, ``"reference"``, ``"cpu"`` or ``"triton"`` (:mod:`spikeforge.kernels`).
+    Raises ValueError for another name and :class:`~spikeforge.kernels.BackendUnavailable` for
+    a backend that cannot run here, as a neuron built with it does."""
+    from . import kernels
+
+    kernels.get_backend(backend)
+    for m in _neurons(model):
+        m.backend = backend
+
+
 def set_record(model: nn.Module, record: bool = True) -> None:
     """Switch membrane/spike recording of every neuron on or off."""
     for m in _neurons(model):

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .encoding import poisson_linear
+from .encoding import poisson_linear, seed
 from .kernels import sparse
 from .kernels.neuron_pool import lif_pool
 from .layer import SeqToBatch, seq
@@ -31,7 +31,8 @@ class FcLif(nn.Module):
     Poisson-encodes for ``steps`` steps itself, with the draws fed straight into the Linear
     (:func:`spikeforge.encoding.poisson_linear`): the same spikes as
     ``encoding.poisson(x, steps, generator)`` and the same output up to float summation order,
-    without building the ``[T, B, 784]`` spike tensor.
+    without building the ``[T, B, 784]`` spike tensor. On the ``triton`` backend (a GPU) the
+    same spikes are drawn into a tensor by a Triton kernel and fed to one dense GEMM instead.
     """
 
     def __init__(self, tau: float = 2.0, in_features: int = 784, classes: int = 10,
@@ -47,8 +48,15 @@ class FcLif(nn.Module):
         if self.steps is None:
             raise ValueError("FcLif was built without steps, so it takes spikes [T, B, ...], "
                              f"not images of shape {tuple(x.shape)}")
-        current = poisson_linear(x.flatten(1), self.net[1].module.weight, self.steps, generator)
-        return self.net[2](current)
+        weight = self.net[1].module.weight
+        if self.net[2].fused_backend(x) == "triton":
+            # a GPU: the same spikes as one tensor, then one dense GEMM (kernels package: Speed)
+            from .kernels import triton_poisson
+
+            spikes = triton_poisson.encode(x.flatten(1), self.steps, seed(generator),
+                                           weight.dtype)
+            return self.net[2](F.linear(spikes, weight))
+        return self.net[2](poisson_linear(x.flatten(1), weight, self.steps, generator))
 
 
 class CSNN(nn.Module):
@@ -100,7 +108,8 @@ class NmnistCSNN(nn.Module):
     :func:`~spikeforge.kernels.sparse.conv_pool` where the fused pass does not apply), with the
     activations channels-last ([T, B, H, W, C]) so no layer transposes; equal to the dense
     layers up to float rounding. The neurons' state ``v`` and recorded traces keep the
-    ``[.., C, H, W]`` layout.
+    ``[.., C, H, W]`` layout. On the ``triton`` backend (a GPU) the layers run dense (cuDNN
+    convolutions, Triton Leaky loops).
     """
 
     def __init__(self, beta: float = 0.5, classes: int = 10) -> None:
@@ -114,6 +123,8 @@ class NmnistCSNN(nn.Module):
 
     def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         net = self.net
+        if net[2].fused_backend(frames) == "triton":  # a GPU: cuDNN's dense convolutions
+            return net(frames)
         x = self._fused(frames) if frames.dim() == 5 else None
         if x is not None:
             return net[8](x)

@@ -88,6 +88,12 @@ class SpikingNeuron(nn.Module):
     def _kernel(self, x: Tensor):
         return kernels.get_backend(self.backend, x.device.type)
 
+    def fused_backend(self, x: Tensor) -> str:
+        """The backend this neuron's loop runs on for ``x``: ``"reference"``, ``"cpu"`` or
+        ``"triton"`` (``"auto"`` resolved for ``x``'s device); layers fused with the neuron
+        (:mod:`spikeforge.kernels`) follow it."""
+        return self._kernel(x).NAME
+
     def step(self, x: Tensor):
         """One time step on ``x`` [B, ...]; same result as ``forward`` on a length-1 sequence."""
         if not isinstance(x, Tensor) or x.dim() < 1:
@@ -325,7 +331,7 @@ class RLeaky(_SnnTorchNeuron):
             bias = self.recurrent.bias if self.recurrence == "linear" else None
             spikes_seq, mems_seq = fused_rleaky(
                 x_seq, u, s, beta, self.recurrent.weight, bias, self.recurrence, self.threshold,
-                self.reset == "zero", self.surrogate,
+                self.reset == "zero", self.surrogate, self.backend != "triton",
             )
             self.v, self.spikes = mems_seq[-1], spikes_seq[-1]
             return self._out(spikes_seq, mems_seq)

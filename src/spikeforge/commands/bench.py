@@ -1,6 +1,6 @@
 """``spikeforge bench RECIPE``: time a recipe's training and evaluation steps on random data.
 
-    spikeforge bench fc-lif [--batch-size B] [-T T] [--iters N] [--amp] [--json]
+    spikeforge bench fc-lif [--batch-size B] [-T T] [--iters N] [--amp] [--device D] [--json]
 
 The model, loss and optimizer are the recipe's own (``spikeforge recipes``); the data are random
 tensors of the recipe's shape, MNIST-like (81 % zero pixels) for images and 1.5 %-dense binary
@@ -9,7 +9,8 @@ scaled so that the hidden layers fire at ``NMNIST_RATES`` (work that follows the
 timed at a trained network's activity, not at the silence of a fresh one). Prints images/s for
 a training step (encode, forward, loss, backward, optimizer step) and an evaluation step (no
 gradient), the peak resident memory of the process, and when the first training step finished
-after launch.
+after launch. ``--device cuda`` times the GPU path (Triton kernels; the peak GPU memory is
+reported beside the process's).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-T", type=int, dest="T", help="time steps (default: the recipe's; "
                         f"{NMNIST_T} frames for N-MNIST)")
     parser.add_argument("--iters", type=int, default=5, help="timed steps of each kind (5)")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CPU)")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -70,8 +72,9 @@ def random_batch(encoding: str, batch: int, steps: int, seed: int = 0):
 
 
 def workload(recipe: str, batch: int | None = None, steps: int | None = None,
-             amp: bool = False, seed: int = 0) -> Workload:
-    """The recipe's model, loss and optimizer with train/evaluate closures on random data."""
+             amp: bool = False, seed: int = 0, device: str = "cpu") -> Workload:
+    """The recipe's model, loss and optimizer with train/evaluate closures on random data, all
+    on ``device``; each closure returns once the device has finished its work."""
     import contextlib
 
     import torch
@@ -87,20 +90,23 @@ def workload(recipe: str, batch: int | None = None, steps: int | None = None,
     if config.T is None:
         config.T = NMNIST_T
     config = recipes.validate(config)
+    dev = torch.device(device)
     torch.manual_seed(seed)
-    model = build.build_model(config)
+    model = build.build_model(config).to(dev)
     optimizer = build.build_optimizer(config, model.parameters())
     task = build.build_task(config)
     x, y = random_batch(config.encoding, config.batch_size, config.T, seed)
+    x, y = x.to(dev), y.to(dev)
     if config.model == "nmnist-csnn":
         fire_at(model, x, NMNIST_RATES)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(dev).manual_seed(seed)
 
     def outputs():
         return task.outputs(task.run(model, x, generator))
 
     def cast():
-        return torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+        return (torch.autocast(dev.type, dtype=torch.bfloat16) if amp
+                else contextlib.nullcontext())
 
     def train_step() -> float:
         SF.reset(model)
@@ -117,6 +123,8 @@ def workload(recipe: str, batch: int | None = None, steps: int | None = None,
         with torch.no_grad(), cast():
             spikes, membrane = outputs()
             task.predict(spikes, membrane)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
 
     return Workload(recipe, config.batch_size, config.T, train_step, eval_step, model)
 
@@ -212,24 +220,34 @@ def measure(w: Workload, iters: int) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
+    from ..train.build import resolve_device
 
     if args.iters < 1:
         raise ConfigError(f"--iters must be >= 1, got {args.iters}.")
-    w = workload(args.recipe, args.batch_size, args.T, args.amp)
+    device = resolve_device(args.device)
+    w = workload(args.recipe, args.batch_size, args.T, args.amp, device=str(device))
     t0 = time.perf_counter()
     w.train()
     first_step = time.perf_counter() - t0
     launch_to_first = process_age()
     w.evaluate()
     result = {"recipe": w.recipe, "batch": w.batch, "T": w.steps, "amp": args.amp,
-              **measure(w, args.iters), "first_step_s": first_step,
+              "device": str(device), **measure(w, args.iters), "first_step_s": first_step,
               "first_step_after_launch_s": launch_to_first, "peak_rss_mib": peak_rss_mib()}
+    if device.type == "cuda":
+        import torch
+
+        result["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{w.recipe}: batch {w.batch}, T {w.steps}{', bf16 autocast' if args.amp else ''}")
+    where = "" if device.type == "cpu" else f", on {device}"
+    print(f"{w.recipe}: batch {w.batch}, T {w.steps}{', bf16 autocast' if args.amp else ''}"
+          f"{where}")
     print(f"  train  {result['train_img_s']:10.1f} img/s   ({result['train_s'] * 1e3:.1f} ms/step)")
     print(f"  eval   {result['eval_img_s']:10.1f} img/s   ({result['eval_s'] * 1e3:.1f} ms/step)")
     print(f"  peak memory {result['peak_rss_mib']:.0f} MiB; first training step "
           f"{first_step:.2f} s, done {launch_to_first:.1f} s after launch")
+    if "peak_cuda_mib" in result:
+        print(f"  peak GPU memory {result['peak_cuda_mib']:.0f} MiB")
     return 0

@@ -8,14 +8,41 @@ Every backend implements the same two functions with the signatures of
 
 Backends: ``"reference"`` (the plain autograd loop, the test oracle), ``"cpu"`` (compiled C++
 with OpenMP, :mod:`.cpu`), ``"triton"`` (CUDA GPUs, :mod:`.triton_gpu`, imported only when
-asked for). ``"auto"`` picks ``cpu`` for CPU tensors and ``triton`` for CUDA tensors, and falls
+asked for; on CPU tensors where Triton's interpreter is on, ``TRITON_INTERPRET=1``, as in the
+tests). ``"auto"`` picks ``cpu`` for CPU tensors and ``triton`` for CUDA tensors, and falls
 back to ``reference`` with a warning when the fused backend cannot be built or imported.
 
 Beside the neuron loops: :mod:`.rleaky` (RLeaky as one autograd node, any device),
-:mod:`.neuron_pool` (IF/LIF and the 2×2 max pool after it as one kernel), :mod:`.sparse`
-(N-MNIST's Conv-MaxPool-Leaky blocks computed from the nonzero events and spikes), and
-:mod:`.poisson` (the compiled Poisson encoder behind :func:`spikeforge.encoding.poisson`, alone
-or fused into a first Linear layer).
+:mod:`.neuron_pool` (IF/LIF and the 2×2 max pool after it as one kernel; C++ or Triton,
+:mod:`.triton_pool`), :mod:`.sparse` (N-MNIST's Conv-MaxPool-Leaky blocks computed from the
+nonzero events and spikes), and :mod:`.poisson` (the compiled Poisson encoder behind
+:func:`spikeforge.encoding.poisson`, alone or fused into a first Linear layer). :mod:`.fused`
+holds the autograd glue the cpu and triton backends share, :mod:`.triton_math` the device
+functions of the Triton kernels. A layer fused with a neuron follows that neuron's backend
+(:meth:`spikeforge.neuron.SpikingNeuron.fused_backend`).
+
+Speed on a GPU (the ``triton`` backend), path by path; FLOPs and bytes for the recipes' default
+batches, since no GPU timing has been taken yet (``benchmarks/gpu_check.py`` takes them):
+
+- Neuron loops and IF-MaxPool: Triton. They are elementwise and memory-bound, so one pass over
+  time with the state in registers moves the least data: LIF reads X and writes S, V and H once;
+  csnn's first IF-MaxPool (T=4, B=128, 64×28×28 neurons) writes H and a quarter-size pooled
+  output and winner byte instead of S and V at full size plus torch's pool reading S back.
+- Poisson-Linear (fc-lif): the spikes as a tensor (:mod:`.triton_poisson`, the CPU encoder's
+  draws) and one dense GEMM. The fused CPU kernel saves CPU FLOPs by skipping the 81 % zero
+  pixels; on a GPU the whole GEMM (T·B = 6,400 rows × 784 × 10 outputs, 0.1 GFLOP, 20 MB of
+  float spikes) is a few microseconds of memory traffic, while a scatter from the nonzero pixels
+  would add every spike of a sample into the same 10 outputs (atomic contention) for no saving
+  worth a kernel.
+- N-MNIST's sparse pass: cuDNN's dense convolutions. Dense, one step of nmnist-csnn (T=300,
+  B=128) is ≈ 0.13 TFLOP forward (conv1 0.04, conv2 0.09), ≈ 0.4 TFLOP with backward: about
+  6 ms at an H200's 67 TFLOPS of plain float32 (less in TF32, cuDNN's default). The CPU pass
+  wins by skipping the 98.5 % zero inputs, but on a GPU that skip is an irregular gather or
+  atomic scatter per event into 12×5×5 outputs, which loses the tensor cores' regular tiles;
+  the Leaky loops around the convolutions (Triton) are memory-bound either way.
+- RLeaky: the tensor-operation loop of :mod:`.rleaky` (one autograd node, a cuBLAS GEMM for
+  the feedback each step, a few elementwise kernels); the time steps depend on each other
+  through the GEMM, so a whole-loop kernel does not apply.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""An IF/LIF neuron followed by 2×2 max pooling, as one CPU kernel (``lif_pool_*`` in
-``neuron_pool_kernels.cpp``):
+"""An IF/LIF neuron followed by 2×2 max pooling, as one kernel:
 
     lif_pool(neuron, pool, x)  =  pool(neuron(x))     [T, B, C, H, W] → [T, B, C, H/2, W/2]
 
@@ -11,6 +10,11 @@ neuron's backward loop. Spikes, the pooled output and the final membrane equal t
 layers' exactly; gradients agree up to float summation order. A time-invariant input (a static
 image's first block, ``steps`` given with ``x`` [B, C, H, W]) is read once, and its gradient is
 summed over time inside the kernel.
+
+The kernel follows the neuron's backend (:meth:`~spikeforge.neuron.SpikingNeuron.fused_backend`):
+compiled C++ on the CPU (``lif_pool_*`` in ``neuron_pool_kernels.cpp``, ATan surrogate, float32),
+Triton on a GPU (:mod:`.triton_pool`, every surrogate; half-precision inputs are computed in
+float32). This module holds the autograd glue both share.
 """
 
 from __future__ import annotations
@@ -18,24 +22,37 @@ from __future__ import annotations
 import ctypes
 from functools import lru_cache
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import Tensor, nn
 
 from ..neuron import LIF
-from ..surrogate import Surrogate
 from . import build
-from .cpu import _mode, _surrogate_args
+from .fused import mode, surrogate_args
 
 
-def _fits(neuron: nn.Module, pool: nn.Module, x: Tensor) -> bool:
-    return (isinstance(neuron, LIF) and not neuron.record and neuron.backend in ("auto", "cpu")
-            and neuron.surrogate.name == "atan"
-            and isinstance(pool, nn.MaxPool2d) and pool.kernel_size in (2, (2, 2))
+def _pool_2x2(pool: nn.Module) -> bool:
+    return (isinstance(pool, nn.MaxPool2d) and pool.kernel_size in (2, (2, 2))
             and pool.stride in (2, (2, 2)) and pool.padding in (0, (0, 0))
-            and pool.dilation in (1, (1, 1)) and not pool.ceil_mode and not pool.return_indices
-            and x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu"))
+            and pool.dilation in (1, (1, 1)) and not pool.ceil_mode and not pool.return_indices)
+
+
+def _launchers(neuron: nn.Module, pool: nn.Module, x: Tensor):
+    """The fused kernels' (forward, backward) for this neuron, pool and input, or None where
+    the separate layers run (another neuron or pool, a recording neuron, the reference backend,
+    the CPU kernel's limits)."""
+    if not (isinstance(neuron, LIF) and not neuron.record and _pool_2x2(pool)):
+        return None
+    backend = neuron.fused_backend(x)
+    if backend == "triton":
+        from . import triton_pool
+
+        return triton_pool
+    if (backend == "cpu" and neuron.surrogate.name == "atan" and x.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and build.loads(library)):
+        return _CPU
+    return None
 
 
 _P, _I, _F, _C = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
@@ -52,77 +69,95 @@ def library() -> ctypes.CDLL:
     return build.bind(Path(__file__).with_name("neuron_pool_kernels.cpp"), _SIGNATURES)
 
 
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _cpu_forward(x, x_stride, v0, out, arg, hs, v_last, steps, p, h, w, tau, decay_input,
+                 v_threshold, v_reset):
+    library().lif_pool_forward(
+        x.data_ptr(), x_stride, v0.data_ptr(), out.data_ptr(), _ptr(arg), _ptr(hs),
+        v_last.data_ptr(), steps, p, h, w, mode(tau, decay_input), float(tau or 1.0),
+        float(v_threshold), float(v_reset or 0.0), int(v_reset is None), torch.get_num_threads())
+
+
+def _cpu_backward(hs, arg, g_out, g_v, gx, static, gv0, steps, p, h, w, tau, decay_input,
+                  v_threshold, v_reset, detach_reset, surrogate):
+    library().lif_pool_backward(
+        hs.data_ptr(), arg.data_ptr(), g_out.data_ptr(), _ptr(g_v), gx.data_ptr(), int(static),
+        _ptr(gv0), steps, p, h, w, mode(tau, decay_input), float(tau or 1.0), float(v_threshold),
+        float(v_reset or 0.0), int(v_reset is None), int(detach_reset),
+        *surrogate_args(surrogate)[1:], torch.get_num_threads())
+
+
+_CPU = SimpleNamespace(forward=_cpu_forward, backward=_cpu_backward)
+
+
 class _LifPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, v0, steps, tau, decay_input, v_threshold, v_reset, surrogate,
-                detach_reset, lib):
+                detach_reset, kernels):
         static = x.dim() == 4
+        dtype, dev = x.dtype, x.device
         x = x.contiguous()
         shape = x.shape if static else x.shape[1:]
         b, c, h, w = shape
         p = b * c
         keep = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        out = torch.empty(steps, b, c, h // 2, w // 2)
-        arg = torch.empty(out.shape, dtype=torch.uint8) if keep else None
-        hs = torch.empty(steps, *shape) if keep else None
-        v_last = torch.empty(shape)
+        out = torch.empty(steps, b, c, h // 2, w // 2, device=dev)
+        arg = torch.empty(out.shape, dtype=torch.uint8, device=dev) if keep else None
+        hs = torch.empty(steps, *shape, device=dev) if keep else None
+        v_last = torch.empty(shape, device=dev)
         ctx.v_shape = v0.shape
-        v0 = v0.expand(shape).contiguous()
-        lib.lif_pool_forward(
-            x.data_ptr(), 0 if static else p * h * w, v0.data_ptr(), out.data_ptr(),
-            None if arg is None else arg.data_ptr(), None if hs is None else hs.data_ptr(),
-            v_last.data_ptr(), steps, p, h, w, _mode(tau, decay_input), float(tau or 1.0),
-            float(v_threshold), float(v_reset or 0.0), int(v_reset is None),
-            torch.get_num_threads())
+        v0 = v0.expand(shape).float().contiguous()
+        kernels.forward(x, 0 if static else p * h * w, v0, out, arg, hs, v_last, steps, p, h, w,
+                        tau, decay_input, v_threshold, v_reset)
         if keep:
             ctx.save_for_backward(hs, arg)
-        ctx.args = (static, tau, decay_input, v_threshold, v_reset, surrogate, detach_reset, lib)
+        ctx.args = (static, dtype, tau, decay_input, v_threshold, v_reset, surrogate,
+                    detach_reset, kernels)
         ctx.set_materialize_grads(False)
-        return out, v_last
+        return out.to(dtype), v_last.to(dtype)
 
     @staticmethod
     def backward(ctx, g_out, g_v):
         hs, arg = ctx.saved_tensors
-        static, tau, decay_input, v_threshold, v_reset, surrogate, detach_reset, lib = ctx.args
+        static, dtype, tau, decay_input, v_threshold, v_reset, surrogate, detach_reset, \
+            kernels = ctx.args
         steps, shape = hs.shape[0], hs.shape[1:]
         b, c, h, w = shape
-        g_out = torch.zeros(arg.shape) if g_out is None else g_out.float().contiguous()
+        dev = hs.device
+        g_out = (torch.zeros(arg.shape, device=dev) if g_out is None
+                 else g_out.float().contiguous())
         g_v = None if g_v is None else g_v.float().contiguous()
-        gx = torch.empty(shape if static else hs.shape)
-        gv0 = torch.empty(shape) if ctx.needs_input_grad[1] else None
-        lib.lif_pool_backward(
-            hs.data_ptr(), arg.data_ptr(), g_out.data_ptr(),
-            None if g_v is None else g_v.data_ptr(), gx.data_ptr(), int(static),
-            None if gv0 is None else gv0.data_ptr(), steps, b * c, h, w, _mode(tau, decay_input),
-            float(tau or 1.0), float(v_threshold), float(v_reset or 0.0), int(v_reset is None),
-            int(detach_reset), *_surrogate_args(surrogate)[1:], torch.get_num_threads())
-        if gv0 is not None:
-            gv0 = gv0.sum_to_size(ctx.v_shape)
-        return gx, gv0, None, None, None, None, None, None, None, None
+        gx = torch.empty(shape if static else hs.shape, device=dev)
+        gv0 = torch.empty(shape, device=dev)
+        kernels.backward(hs, arg, g_out, g_v, gx, static, gv0, steps, b * c, h, w, tau,
+                         decay_input, v_threshold, v_reset, detach_reset, surrogate)
+        gv0 = gv0.sum_to_size(ctx.v_shape).to(dtype) if ctx.needs_input_grad[1] else None
+        return gx.to(dtype), gv0, None, None, None, None, None, None, None, None
 
 
 def lif_pool(neuron: nn.Module, pool: nn.Module, x: Tensor, steps: int | None = None) -> Tensor:
     """``pool(neuron(x_seq))`` → ``[T, B, C, H/2, W/2]``, fused where it applies.
 
     ``x``: ``[T, B, C, H, W]``, or ``[B, C, H, W]`` with ``steps`` (the same input at every
-    step). Fused for an IF/LIF neuron (ATan surrogate, not recording) and ``MaxPool2d(2)`` on
-    CPU float32 data; otherwise the two layers run as they are. The neuron's state is updated
-    either way.
+    step). Fused for an IF/LIF neuron (not recording) and ``MaxPool2d(2)`` on the neuron's
+    ``cpu`` backend (ATan surrogate, float32) or ``triton`` backend; otherwise the two layers run
+    as they are. The neuron's state is updated either way.
     """
-    lib = (library() if _fits(neuron, pool, x) and x.dim() == (4 if steps else 5)
-           and build.loads(library) else None)
-    if lib is None:
+    kernels = _launchers(neuron, pool, x) if x.dim() == (4 if steps else 5) else None
+    if kernels is None:
         x_seq = x.unsqueeze(0).expand(steps, *x.shape) if steps else x
         y = neuron(x_seq)
         t, b = y.shape[:2]
         pooled = pool(y.reshape(t * b, *y.shape[2:]))
         return pooled.reshape(t, b, *pooled.shape[1:])
     steps = steps or x.shape[0]
-    shape = x.shape if steps and x.dim() == 4 else x.shape[1:]
+    shape = x.shape if x.dim() == 4 else x.shape[1:]
     v0 = neuron._initial(x.new_empty((1, *shape)) if x.dim() == 4 else x,
                          0.0 if neuron.v_reset is None else neuron.v_reset)
-    surrogate: Surrogate = neuron.surrogate
     out, neuron.v = _LifPool.apply(x, v0, steps, neuron.tau, neuron.decay_input,
-                                   neuron.v_threshold, neuron.v_reset, surrogate,
-                                   neuron.detach_reset, lib)
+                                   neuron.v_threshold, neuron.v_reset, neuron.surrogate,
+                                   neuron.detach_reset, kernels)
     return out

@@ -23,6 +23,9 @@ from torch import Tensor
 
 from ..surrogate import Surrogate, heaviside
 
+#: The backend's name in :data:`spikeforge.kernels.BACKENDS`.
+NAME = "reference"
+
 
 def if_lif_charge(
     x: Tensor, v: Tensor, tau: float | None, decay_input: bool, v_reset: float | None

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..surrogate import Surrogate
-from . import build
+from . import build, fused
 
 _P, _I, _F, _C = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
 
@@ -46,11 +46,12 @@ def library() -> ctypes.CDLL:
     return build.bind(Path(__file__).with_name("rleaky_kernels.cpp"), _SIGNATURES)
 
 
-def _compiled(x_seq: Tensor, beta: Tensor, weight: Tensor):
-    """The compiled CPU step functions when they apply (CPU float32, no autocast, the library
-    builds here), else None."""
-    if (x_seq.device.type != "cpu" or x_seq.dtype != torch.float32 or beta.dtype != torch.float32
-            or weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu")):
+def _compiled(x_seq: Tensor, beta: Tensor, weight: Tensor, allowed: bool):
+    """The compiled CPU step functions when they are ``allowed`` and apply (CPU float32, no
+    autocast, the library builds here), else None."""
+    if (not allowed or x_seq.device.type != "cpu" or x_seq.dtype != torch.float32
+            or beta.dtype != torch.float32 or weight.dtype != torch.float32
+            or torch.is_autocast_enabled("cpu")):
         return None
     return library() if build.loads(library) else None
 
@@ -92,8 +93,9 @@ def _forward_compiled(lib, x_seq, u0, s0, beta_full, weight, bias, kind, thresho
 
 class _RLeaky(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x_seq, u0, s0, beta, weight, bias, kind, threshold, reset_zero, surrogate):
-        lib = _compiled(x_seq, beta, weight)
+    def forward(ctx, x_seq, u0, s0, beta, weight, bias, kind, threshold, reset_zero, surrogate,
+                compiled):
+        lib = _compiled(x_seq, beta, weight, compiled)
         shape = x_seq.shape
         beta_full = beta.detach().expand(shape[1:]).contiguous()
         if lib is not None and _aligned(x_seq[0]):
@@ -161,7 +163,7 @@ class _RLeaky(torch.autograd.Function):
         if has_bias and need[5]:
             g_bias = flat_g.sum(0).to(param.dtype)
         g_w = None if g_w is None else g_w.to(param.dtype)
-        return grads, g_u0, g_s0, g_b, g_w, g_bias, None, None, None, None
+        return grads, g_u0, g_s0, g_b, g_w, g_bias, None, None, None, None, None
 
 
 def _backward_torch(lib, grads, carry, g_beta, mems, u0_full, beta, beta_full, g_spikes, g_mems,
@@ -192,7 +194,7 @@ def _backward_compiled(lib, grads, carry, g_beta, mems, u0_full, beta, beta_full
     """:func:`_backward_torch` with one compiled call per step (``carry`` and ``g_beta``
     updated in place); the feedback's gradient ``G[t+1] @ W`` (or ``⊙ w``) is added to
     ``∂L/∂S[t]`` in one torch op."""
-    sg = _surrogate_code(surrogate)
+    sg = fused.surrogate_args(surrogate)
     steps, n = mems.shape[0], mems[0].numel()
     g_s_steps = None if g_spikes is None else g_spikes.contiguous().unbind(0)
     g_m_ptr = None if g_mems is None else g_mems.contiguous().data_ptr()
@@ -217,18 +219,14 @@ def _backward_compiled(lib, grads, carry, g_beta, mems, u0_full, beta, beta_full
     return carry, g_beta
 
 
-def _surrogate_code(surrogate: Surrogate) -> tuple[int, float, float]:
-    from .cpu import _surrogate_args
-
-    return _surrogate_args(surrogate)
-
-
 def rleaky(x_seq: Tensor, u: Tensor, s: Tensor, beta: Tensor, weight: Tensor,
            bias: Tensor | None, kind: str, threshold: float, reset_zero: bool,
-           surrogate: Surrogate) -> tuple[Tensor, Tensor]:
+           surrogate: Surrogate, compiled: bool = True) -> tuple[Tensor, Tensor]:
     """RLeaky over ``x_seq`` [T, ..., n] from membrane ``u`` and spikes ``s`` [..., n], feedback
     ``F.linear(s, weight, bias)`` (``kind="linear"``) or ``weight ⊙ s`` (``"one_to_one"``):
-    returns (S, U) each [T, ..., n]."""
+    returns (S, U) each [T, ..., n]. ``compiled=False`` runs the tensor-operation loop (the GPU
+    path) even where the compiled CPU steps apply."""
     if kind not in ("linear", "one_to_one"):
         raise ValueError(f"kind must be 'linear' or 'one_to_one', got {kind!r}")
-    return _RLeaky.apply(x_seq, u, s, beta, weight, bias, kind, threshold, reset_zero, surrogate)
+    return _RLeaky.apply(x_seq, u, s, beta, weight, bias, kind, threshold, reset_zero, surrogate,
+                         compiled)

@@ -1,15 +1,17 @@
 """GPU backend: the neuron time loops of :mod:`.reference` as Triton kernels (CUDA tensors).
 
 One program owns a block of neurons and runs the whole time loop with the state in registers,
-forward and backward (DESIGN §3); forward saves one tensor (H for IF/LIF, U for Leaky). Products
-that the reference rounds on their own (β·U before + X) use round-to-nearest intrinsics so the
-compiler cannot contract them into an FMA, and division is IEEE (``div_rn``), so spikes match the
-reference loop bit for bit in float32. Imported only when the ``triton`` backend is asked for.
+forward and backward (DESIGN §3); forward saves one tensor (H for IF/LIF, U for Leaky). Every
+operation rounds on its own and divisions are IEEE (:mod:`.triton_math`), so spikes and
+membranes match the reference loop bit for bit in float32. The autograd
+glue is :mod:`.fused`'s, shared with the CPU backend. Imported only when the ``triton`` backend
+is asked for.
+
+Under Triton's interpreter (``TRITON_INTERPRET=1`` before this module is imported) the same
+kernels run on CPU tensors: that is how the test suite checks them on machines without a GPU.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import triton
@@ -17,32 +19,25 @@ import triton.language as tl
 from torch import Tensor
 
 from ..surrogate import Surrogate
-from . import reference
+from . import fused
+from .triton_math import (
+    IEEE,
+    check_int32_indexing,
+    if_lif_backward_step,
+    if_lif_forward_step,
+    interpreting,
+    surrogate_grad,
+)
 
-try:
-    from triton.language.extra import libdevice
-except ImportError:  # older Triton
-    from triton.language.extra.cuda import libdevice
-
+#: The backend's name in :data:`spikeforge.kernels.BACKENDS`.
+NAME = "triton"
+#: Neurons per program.
 BLOCK = 1024
 
 
 def available() -> bool:
-    """Whether a CUDA device is present (Triton itself imported with this module)."""
-    return torch.cuda.is_available()
-
-
-@triton.jit
-def _surrogate_grad(x, c1, c2, SG: tl.constexpr):
-    if SG == 0:
-        z = c2 * x
-        return (1.0 / (1.0 + z * z)) * c1
-    elif SG == 1:
-        sg = 1.0 / (1.0 + tl.exp(-(c1 * x)))
-        return c1 * sg * (1.0 - sg)
-    else:
-        d = 1.0 + c1 * tl.abs(x)
-        return 1.0 / (d * d)
+    """Whether the kernels can run: a CUDA device, or Triton's interpreter (on CPU tensors)."""
+    return torch.cuda.is_available() or interpreting()
 
 
 @triton.jit
@@ -52,23 +47,9 @@ def _if_lif_fwd(x_ptr, x_st, v0_ptr, s_ptr, v_ptr, h_ptr, T, N, tau, v_th, v_res
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
     v = tl.load(v0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    if SOFT:
-        v_r = 0.0
-    else:
-        v_r = v_reset
     for t in range(T):
         x = tl.load(x_ptr + t * x_st + offs, mask=mask, other=0.0).to(tl.float32)
-        if MODE == 0:
-            h = v + x
-        elif MODE == 1:
-            h = v + libdevice.div_rn(x - (v - v_r), tau)
-        else:
-            h = v - libdevice.div_rn(v - v_r, tau) + x
-        s = tl.where(h - v_th >= 0.0, 1.0, 0.0)
-        if SOFT:
-            v = h - v_th * s
-        else:
-            v = h * (1.0 - s) + v_reset * s
+        h, s, v = if_lif_forward_step(v, x, tau, v_th, v_reset, MODE, SOFT)
         tl.store(s_ptr + t * N + offs, s.to(s_ptr.dtype.element_ty), mask=mask)
         tl.store(v_ptr + t * N + offs, v.to(v_ptr.dtype.element_ty), mask=mask)
         if KEEP_H:
@@ -85,29 +66,10 @@ def _if_lif_bwd(h_ptr, gs_ptr, gs_st, gv_ptr, gv_st, gx_ptr, gv0_ptr, T, N, tau,
     for i in range(T):
         t = T - 1 - i
         hh = tl.load(h_ptr + t * N + offs, mask=mask, other=0.0)
-        d = hh - v_th
-        s = tl.where(d >= 0.0, 1.0, 0.0)
         g_v = tl.load(gv_ptr + t * gv_st + offs, mask=mask, other=0.0).to(tl.float32) + carry
         g_s = tl.load(gs_ptr + t * gs_st + offs, mask=mask, other=0.0).to(tl.float32)
-        if SOFT:
-            gh = g_v
-            if not DETACH:
-                g_s = g_s - g_v * v_th
-        else:
-            gh = g_v * (1.0 - s)
-            if not DETACH:
-                g_s = g_s - g_v * hh + g_v * v_reset
-        gh = g_s * _surrogate_grad(d, c1, c2, SG) + gh
-        if MODE == 0:
-            gx = gh
-            carry = gh
-        else:
-            g_tau = libdevice.div_rn(gh, tau)
-            if MODE == 1:
-                gx = g_tau
-            else:
-                gx = gh
-            carry = gh - g_tau
+        gx, carry = if_lif_backward_step(hh, g_s, g_v, tau, v_th, v_reset, c1, c2, MODE, SOFT,
+                                         DETACH, SG)
         tl.store(gx_ptr + t * N + offs, gx, mask=mask)
     tl.store(gv0_ptr + offs, carry, mask=mask)
 
@@ -123,9 +85,9 @@ def _leaky_fwd(x_ptr, x_st, u0_ptr, beta_ptr, s_ptr, u_ptr, T, N, thr, ZERO: tl.
         x = tl.load(x_ptr + t * x_st + offs, mask=mask, other=0.0).to(tl.float32)
         r = tl.where(u - thr > 0.0, 1.0, 0.0)
         if ZERO:
-            u = libdevice.mul_rn(beta * (1.0 - r), u) + x
+            u = beta * (1.0 - r) * u + x
         else:
-            u = libdevice.mul_rn(beta, u) + x - r * thr
+            u = beta * u + x - r * thr
         s = tl.where(u - thr > 0.0, 1.0, 0.0)
         tl.store(s_ptr + t * N + offs, s, mask=mask)
         tl.store(u_ptr + t * N + offs, u, mask=mask)
@@ -149,7 +111,7 @@ def _leaky_bwd(u_ptr, u0_ptr, beta_ptr, gs_ptr, gs_st, gu_ptr, gu_st, gx_ptr, gu
             uprev = tl.load(u0_ptr + offs, mask=mask, other=0.0)
         g_s = tl.load(gs_ptr + t * gs_st + offs, mask=mask, other=0.0).to(tl.float32)
         g_u = tl.load(gu_ptr + t * gu_st + offs, mask=mask, other=0.0).to(tl.float32)
-        g = g_u + g_s * _surrogate_grad(u - thr, c1, c2, SG) + carry
+        g = g_u + g_s * surrogate_grad(u - thr, c1, c2, SG) + carry
         tl.store(gx_ptr + t * N + offs, g, mask=mask)
         if ZERO:
             keep = tl.where(uprev - thr > 0.0, 0.0, 1.0)
@@ -161,72 +123,57 @@ def _leaky_bwd(u_ptr, u0_ptr, beta_ptr, gs_ptr, gs_st, gu_ptr, gu_st, gx_ptr, gu
     tl.store(gbeta_ptr + offs, gb, mask=mask)
 
 
-def _surrogate_args(surrogate: Surrogate) -> tuple[int, float, float]:
-    a = float(surrogate.param)
-    kinds = {"atan": (0, a / 2, math.pi / 2 * a), "sigmoid": (1, a, 0.0),
-             "fast_sigmoid": (2, a, 0.0)}
-    if surrogate.name not in kinds:
-        raise ValueError(f"the triton backend has no surrogate {surrogate.name!r}")
-    return kinds[surrogate.name]
-
-
-def _seq(x_seq: Tensor) -> tuple[Tensor, int]:
-    """[T, N] data with a time stride (0 for one step repeated over T), in its own dtype."""
-    if x_seq.stride(0) == 0 or x_seq.shape[0] == 1:
-        return x_seq[0].contiguous(), 0
-    return x_seq.contiguous(), x_seq[0].numel()
-
-
-def _grad_seq(g: Tensor | None, like: Tensor) -> tuple[Tensor, int]:
-    return (torch.zeros(like.shape[1:], device=like.device), 0) if g is None else _seq(g)
-
-
 def _grid(n: int) -> tuple[int]:
     return (triton.cdiv(n, BLOCK),)
 
 
-def _mode(tau: float | None, decay_input: bool) -> int:
-    return 0 if tau is None else (1 if decay_input else 2)
-
-
-def _if_lif_forward(x_seq, v, tau, decay_input, v_threshold, v_reset, keep_h):
-    x, stride = _seq(x_seq)
-    v0 = v.expand(x_seq.shape[1:]).float().contiguous()
-    s = torch.empty(x_seq.shape, device=x_seq.device, dtype=x_seq.dtype)
+def _if_lif_forward(x, stride, v0, shape, tau, decay_input, v_threshold, v_reset, keep_h):
+    check_int32_indexing(shape.numel())
+    s = torch.empty(shape, device=x.device, dtype=x.dtype)
     vs = torch.empty_like(s)
-    h = torch.empty(x_seq.shape, device=x_seq.device) if keep_h else s  # s: unused placeholder
+    h = torch.empty(shape, device=x.device) if keep_h else None
     n = v0.numel()
-    _if_lif_fwd[_grid(n)](x, stride, v0, s, vs, h, x_seq.shape[0], n, float(tau or 1.0),
-                          float(v_threshold), float(v_reset or 0.0), MODE=_mode(tau, decay_input),
-                          SOFT=v_reset is None, KEEP_H=keep_h, BLOCK=BLOCK)
+    _if_lif_fwd[_grid(n)](x, stride, v0, s, vs, s if h is None else h, shape[0], n,
+                          float(tau or 1.0), v_threshold, float(v_reset or 0.0),
+                          MODE=fused.mode(tau, decay_input), SOFT=v_reset is None,
+                          KEEP_H=keep_h, BLOCK=BLOCK, **IEEE)
     return s, vs, h
 
 
-class _IfLif(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x_seq, v, tau, decay_input, v_threshold, v_reset, surrogate, detach_reset):
-        s, vs, h = _if_lif_forward(x_seq, v, tau, decay_input, v_threshold, v_reset, True)
-        ctx.save_for_backward(h)
-        ctx.args = (tau, decay_input, v_threshold, v_reset, surrogate, detach_reset)
-        ctx.v_shape, ctx.dtype = v.shape, x_seq.dtype
-        ctx.set_materialize_grads(False)
-        return s, vs
+def _if_lif_backward(h, g_s, s_stride, g_v, v_stride, want_gv0, tau, decay_input, v_threshold,
+                     v_reset, detach_reset, surrogate):
+    gx = torch.empty_like(h)
+    gv0 = torch.empty(h.shape[1:], device=h.device)
+    kind, c1, c2 = fused.surrogate_args(surrogate)
+    n = gv0.numel()
+    _if_lif_bwd[_grid(n)](h, g_s, s_stride, g_v, v_stride, gx, gv0, h.shape[0], n,
+                          float(tau or 1.0), v_threshold, float(v_reset or 0.0), c1, c2,
+                          MODE=fused.mode(tau, decay_input), SOFT=v_reset is None,
+                          DETACH=detach_reset, SG=kind, BLOCK=BLOCK, **IEEE)
+    return gx, gv0 if want_gv0 else None
 
-    @staticmethod
-    def backward(ctx, g_s, g_v):
-        (h,) = ctx.saved_tensors
-        tau, decay_input, v_threshold, v_reset, surrogate, detach_reset = ctx.args
-        gx = torch.empty_like(h)
-        gv0 = torch.empty(h.shape[1:], device=h.device)
-        (g_s, s_st), (g_v, v_st) = _grad_seq(g_s, h), _grad_seq(g_v, h)
-        kind, c1, c2 = _surrogate_args(surrogate)
-        n = gv0.numel()
-        _if_lif_bwd[_grid(n)](h, g_s, s_st, g_v, v_st, gx, gv0, h.shape[0], n, float(tau or 1.0),
-                              float(v_threshold), float(v_reset or 0.0), c1, c2,
-                              MODE=_mode(tau, decay_input), SOFT=v_reset is None,
-                              DETACH=bool(detach_reset), SG=kind, BLOCK=BLOCK)
-        gv0 = gv0.sum_to_size(ctx.v_shape).to(ctx.dtype) if ctx.needs_input_grad[1] else None
-        return gx.to(ctx.dtype), gv0, None, None, None, None, None, None
+
+def _leaky_forward(x, stride, u0, beta, shape, threshold, reset_zero):
+    check_int32_indexing(shape.numel())
+    s = torch.empty(shape, device=x.device)
+    us = torch.empty_like(s)
+    n = u0.numel()
+    _leaky_fwd[_grid(n)](x, stride, u0, beta, s, us, shape[0], n, threshold, ZERO=reset_zero,
+                         BLOCK=BLOCK, **IEEE)
+    return s, us
+
+
+def _leaky_backward(us, u0, beta, g_s, s_stride, g_u, u_stride, want_gu0, want_gbeta,
+                    threshold, reset_zero, surrogate):
+    gx, gu0, gbeta = torch.empty_like(us), torch.empty_like(u0), torch.empty_like(beta)
+    kind, c1, c2 = fused.surrogate_args(surrogate)
+    n = u0.numel()
+    _leaky_bwd[_grid(n)](us, u0, beta, g_s, s_stride, g_u, u_stride, gx, gu0, gbeta, us.shape[0],
+                         n, threshold, c1, c2, ZERO=reset_zero, SG=kind, BLOCK=BLOCK, **IEEE)
+    return gx, gu0 if want_gu0 else None, gbeta if want_gbeta else None
+
+
+LOOPS = fused.Loops(_if_lif_forward, _if_lif_backward, _leaky_forward, _leaky_backward)
 
 
 def if_lif(
@@ -240,53 +187,8 @@ def if_lif(
     detach_reset: bool,
 ) -> tuple[Tensor, Tensor]:
     """Multi-step IF/LIF over ``x_seq`` [T, ...] from ``v`` [...]: returns (S, V) each [T, ...]."""
-    if x_seq.dtype == torch.float64:
-        return reference.if_lif(x_seq, v, tau, decay_input, v_threshold, v_reset, surrogate,
-                                detach_reset)
-    if torch.is_grad_enabled() and (x_seq.requires_grad or v.requires_grad):
-        return _IfLif.apply(x_seq, v, tau, decay_input, v_threshold, v_reset, surrogate,
-                            detach_reset)
-    s, vs, _ = _if_lif_forward(x_seq, v, tau, decay_input, v_threshold, v_reset, False)
-    return s, vs
-
-
-def _leaky_forward(x_seq, u, beta, threshold, reset_zero):
-    x, stride = _seq(x_seq)
-    u0 = u.expand(x_seq.shape[1:]).float().contiguous()
-    b = beta.detach().float().expand(x_seq.shape[1:]).contiguous()
-    s = torch.empty(x_seq.shape, device=x_seq.device)
-    us = torch.empty_like(s)
-    n = u0.numel()
-    _leaky_fwd[_grid(n)](x, stride, u0, b, s, us, x_seq.shape[0], n, float(threshold),
-                         ZERO=bool(reset_zero), BLOCK=BLOCK)
-    return s, us, u0, b
-
-
-class _Leaky(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x_seq, u, beta, threshold, reset_zero, surrogate):
-        s, us, u0, b = _leaky_forward(x_seq, u, beta, threshold, reset_zero)
-        ctx.save_for_backward(us, u0, b)
-        ctx.args = (threshold, reset_zero, surrogate)
-        ctx.shapes, ctx.dtype = (u.shape, beta.shape), x_seq.dtype
-        ctx.set_materialize_grads(False)
-        return s.to(x_seq.dtype), us.to(x_seq.dtype)
-
-    @staticmethod
-    def backward(ctx, g_s, g_u):
-        us, u0, b = ctx.saved_tensors
-        threshold, reset_zero, surrogate = ctx.args
-        gx, gu0, gbeta = torch.empty_like(us), torch.empty_like(u0), torch.empty_like(b)
-        (g_s, s_st), (g_u, u_st) = _grad_seq(g_s, us), _grad_seq(g_u, us)
-        kind, c1, c2 = _surrogate_args(surrogate)
-        n = u0.numel()
-        _leaky_bwd[_grid(n)](us, u0, b, g_s, s_st, g_u, u_st, gx, gu0, gbeta, us.shape[0], n,
-                             float(threshold), c1, c2, ZERO=bool(reset_zero), SG=kind,
-                             BLOCK=BLOCK)
-        u_shape, beta_shape = ctx.shapes
-        gu0 = gu0.sum_to_size(u_shape).to(ctx.dtype) if ctx.needs_input_grad[1] else None
-        gbeta = gbeta.sum_to_size(beta_shape).to(ctx.dtype) if ctx.needs_input_grad[2] else None
-        return gx.to(ctx.dtype), gu0, gbeta, None, None, None
+    return fused.if_lif(LOOPS, x_seq, v, tau, decay_input, v_threshold, v_reset, surrogate,
+                        detach_reset)
 
 
 def leaky(
@@ -294,9 +196,4 @@ def leaky(
     surrogate: Surrogate,
 ) -> tuple[Tensor, Tensor]:
     """Multi-step Leaky over ``x_seq`` [T, ...] from ``u`` [...]: returns (S, U) each [T, ...]."""
-    if x_seq.dtype == torch.float64:
-        return reference.leaky(x_seq, u, beta, threshold, reset_zero, surrogate)
-    if torch.is_grad_enabled() and (x_seq.requires_grad or u.requires_grad or beta.requires_grad):
-        return _Leaky.apply(x_seq, u, beta, threshold, reset_zero, surrogate)
-    s, us, _, _ = _leaky_forward(x_seq, u, beta, threshold, reset_zero)
-    return s.to(x_seq.dtype), us.to(x_seq.dtype)
+    return fused.leaky(LOOPS, x_seq, u, beta, threshold, reset_zero, surrogate)
