@@ -12,10 +12,13 @@ import importlib
 import os
 import pkgutil
 import sys
+import warnings
 from collections.abc import Sequence
 
 from . import __version__, commands
-from .errors import SpikeforgeError
+from .errors import SpikeforgeError, SpikeforgeWarning
+
+_show_python_warning = warnings.showwarning
 
 
 def _command_modules() -> dict[str, object]:
@@ -42,8 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A :class:`SpikeforgeWarning` as one line on stderr; other warnings as Python shows them."""
+    if issubclass(category, SpikeforgeWarning):
+        print(f"spikeforge: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _show_python_warning(message, category, filename, lineno, file, line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse ``argv``, run the command, map user errors to exit status 2."""
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

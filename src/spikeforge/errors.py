@@ -1,6 +1,7 @@
-"""Errors a user can cause: bad flags, bad files, damaged checkpoints.
+"""Errors a user can cause: bad flags, bad files, damaged checkpoints; and warnings.
 
 The CLI prints ``str(error)`` as one sentence on stderr and exits with status 2, no traceback.
+A :class:`SpikeforgeWarning` (``warnings.warn``) goes on stderr as one line, and the run goes on.
 """
 
 
@@ -18,3 +19,7 @@ class ConfigError(SpikeforgeError):
 
 class CheckpointError(SpikeforgeError):
     """A checkpoint or run directory is missing, damaged or belongs to another model."""
+
+
+class SpikeforgeWarning(UserWarning):
+    """Something in the user's data or inputs that works but is probably not what they meant."""
