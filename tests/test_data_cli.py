@@ -114,3 +114,21 @@ def test_prepare_nmnist_says_once_per_split_how_many_recordings_are_empty(tmp_pa
         f"spikeforge: warning: 1 of 2 recordings in {tmp_path / 'nm' / split} are empty (0 bytes)"
         " and are read as blank samples without events; replace them with the original files or"
         " delete them." for split in ("Train", "Test")]
+
+
+def test_train_says_once_per_split_how_many_recordings_are_empty(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("tonic")
+    from test_train_synthetic import write_nmnist
+
+    monkeypatch.setenv("SPIKEFORGE_CACHE", str(tmp_path / "cache"))
+    root = write_nmnist(tmp_path / "nm", n_train=8, n_test=4)
+    for split in ("Train", "Test"):
+        (root / split / "0" / "99999.bin").write_bytes(b"")
+    assert main(["train", "nmnist-csnn", "-T", "4", "-b", "4", "--epochs", "1",
+                 "--max-batches", "1", "--data-dir", str(root), "--out-dir",
+                 str(tmp_path / "run"), "--no-progress"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warned == [f"spikeforge: warning: 1 of {n} recordings in {root / split} are empty "
+                      "(0 bytes) and are read as blank samples without events; replace them with "
+                      "the original files or delete them."
+                      for split, n in (("Train", 9), ("Test", 5))]
