@@ -102,10 +102,10 @@ def locate_split(root: str | os.PathLike, train: bool, download: bool = False) -
         raise DataError(f"{archive} holds no {split}/<digit>/ folders; it is not an N-MNIST "
                         "archive, replace it.")
     if holds_idx(root):
-        raise DataError(f"{root} holds MNIST-format IDX files, not N-MNIST recordings; give "
-                        "--data-dir a folder with N-MNIST's Train/ and Test/ .bin files (make "
-                        f"one with 'spikeforge data simulate-nmnist --mnist-dir {root} --out "
-                        "DIR'), or train csnn or fc-lif on this one.")
+        raise DataError(f"{root} holds MNIST-format IDX files, not N-MNIST recordings; point "
+                        "to a folder with N-MNIST's Train/ and Test/ .bin files (make one with "
+                        f"'spikeforge data simulate-nmnist --mnist-dir {root} --out DIR'), or "
+                        "train csnn or fc-lif on this one.")
     raise DataError(f"no N-MNIST {split} folder under {root} (looked for {split}/<digit>/*.bin "
                     f"and NMNIST/{split}/); copy the .bin files there, download them there with "
                     f"'spikeforge data prepare-nmnist {root} --download', or make a simulated "

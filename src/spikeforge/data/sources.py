@@ -236,8 +236,8 @@ def _missing_in_data_dir(source: DatasetSource, split: str, folder: Path) -> Dat
     """The error for a user's folder without ``source``'s files of ``split``."""
     if holds_nmnist(folder):
         return DataError(f"{folder} holds N-MNIST recordings (Train/Test folders of .bin files "
-                         f"or their zips), not {source.title}'s IDX files; give --data-dir a "
-                         f"folder with {source.title}, or train nmnist-csnn on this one.")
+                         f"or their zips), not {source.title}'s IDX files; point to a folder "
+                         f"with {source.title}'s files, or train nmnist-csnn on this one.")
     names = " and ".join(f.filename for f in source.files[split])
     return DataError(f"no {source.title} {split} files in {folder} (nor its "
                      f"{', '.join(s for s in source.subdirs if s)} sub-folders); put {names} "
