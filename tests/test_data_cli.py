@@ -104,3 +104,38 @@ def test_simulate_real_mnist_parsed_by_tonic(tmp_path, capsys):
     assert len(list(cache.rglob("*.frames"))) == 8
     x, y = next(NMNIST(out, train=False, cache_dir=cache).batches(4))
     assert x.shape[1:] == (4, 2, 34, 34) and y.tolist() == [0, 1, 2, 7]
+
+
+def test_prepare_nmnist_says_once_per_split_how_many_recordings_are_empty(tmp_path, capsys):
+    from spikeforge.data.binfmt import make_events, write_events
+
+    for split in ("Train", "Test"):
+        folder = tmp_path / "nm" / split / "5"
+        folder.mkdir(parents=True)
+        (folder / "00001.bin").write_bytes(b"")
+        write_events(folder / "00002.bin", make_events([3], [3], [10], [1]))
+    assert main(["data", "prepare-nmnist", str(tmp_path / "nm"), "--cache-dir",
+                 str(tmp_path / "c")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "warning" in line] == [
+        f"spikeforge: warning: 1 of 2 recordings in {tmp_path / 'nm' / split} are empty (0 bytes)"
+        " and are read as blank samples without events; replace them with the original files or"
+        " delete them." for split in ("Train", "Test")]
+
+
+def test_train_says_once_per_split_how_many_recordings_are_empty(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("tonic")
+    from test_train_synthetic import write_nmnist
+
+    monkeypatch.setenv("SPIKEFORGE_CACHE", str(tmp_path / "cache"))
+    root = write_nmnist(tmp_path / "nm", n_train=8, n_test=4)
+    for split in ("Train", "Test"):
+        (root / split / "0" / "99999.bin").write_bytes(b"")
+    assert main(["train", "nmnist-csnn", "-T", "4", "-b", "4", "--epochs", "1",
+                 "--max-batches", "1", "--data-dir", str(root), "--out-dir",
+                 str(tmp_path / "run"), "--no-progress"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warned == [f"spikeforge: warning: 1 of {n} recordings in {root / split} are empty "
+                      "(0 bytes) and are read as blank samples without events; replace them with "
+                      "the original files or delete them."
+                      for split, n in (("Train", 9), ("Test", 5))]

@@ -16,7 +16,7 @@ from spikeforge.data.framecache import SparseFrames, densify  # noqa: E402
 from spikeforge.data.nmnist import NMNIST  # noqa: E402
 from spikeforge.data.rotation import rotate_frames, rotate_sparse, rotation_sources  # noqa: E402
 from spikeforge.data.saccade import simulate_saccades  # noqa: E402
-from spikeforge.errors import DataError  # noqa: E402
+from spikeforge.errors import DataError, SpikeforgeWarning  # noqa: E402
 
 N_TRAIN, N_TEST = 14, 6
 
@@ -156,7 +156,8 @@ def test_empty_recording_gives_one_empty_frame(tmp_path):
     folder.mkdir(parents=True)
     write_events(folder / "00001.bin", make_events([], [], [], []))
     write_events(folder / "00002.bin", make_events([3, 30], [3, 30], [0, 5000], [1, 0]))
-    ds = NMNIST(tmp_path, train=False, cache_dir=tmp_path / "cache")
+    with pytest.warns(SpikeforgeWarning, match="1 of 2 recordings"):
+        ds = NMNIST(tmp_path, train=False, cache_dir=tmp_path / "cache")
     frames, _ = ds.sample(0)
     assert frames.shape == (1, 2, 34, 34) and frames.sum() == 0
     x, _ = next(ds.batches(2))
@@ -165,6 +166,42 @@ def test_empty_recording_gives_one_empty_frame(tmp_path):
     # 1000) / 1000) + 1 = 5 windows, the last ending at 5000 exclusive: the second event is cut
     assert x.shape == (5, 2, 2, 34, 34) and x.sum() == 1 and x[0, 1, 1, 3, 3] == 1
     assert np.array_equal(x[:, 1].numpy(), _tonic_frames(ds.files[1]))
+
+
+def test_empty_recordings_are_counted_with_one_warning_per_split(tmp_path):
+    for split, empties in (("Train", 2), ("Test", 1)):
+        folder = tmp_path / split / "3"
+        folder.mkdir(parents=True)
+        for i in range(empties):
+            (folder / f"{i:05d}.bin").write_bytes(b"")
+        write_events(folder / "00099.bin", make_events([3], [3], [10], [1]))
+    with pytest.warns(SpikeforgeWarning) as record:
+        train = NMNIST(tmp_path, train=True, cache_dir=tmp_path / "c")
+        test = NMNIST(tmp_path, train=False, cache_dir=tmp_path / "c")
+    assert [str(w.message) for w in record] == [
+        f"{n} of {n + 1} recordings in {tmp_path / split} are empty (0 bytes) and are read as "
+        "blank samples without events; replace them with the original files or delete them."
+        for split, n in (("Train", 2), ("Test", 1))]
+    assert (train.empty, test.empty) == (2, 1) and len(train) == 3
+    assert train.sample(0)[0].sum() == 0                    # still a (blank) sample
+
+
+def test_a_clean_split_gives_no_warning(tree, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert NMNIST(tree, train=False, cache_dir=tmp_path).empty == 0
+
+
+def test_damaged_recordings_still_fail_cleanly(tmp_path):
+    folder = tmp_path / "Train" / "1"
+    folder.mkdir(parents=True)
+    (folder / "00001.bin").write_bytes(b"\x01\x02\x03\x04\x05\x06\x07")
+    ds = NMNIST(tmp_path, train=True, cache_dir=tmp_path / "c")
+    with pytest.raises(DataError, match="has 7 bytes, not a multiple of 5") as info:
+        ds.sample(0)
+    assert str(folder / "00001.bin") in str(info.value)
 
 
 def _random_sparse(rng, length=5):
@@ -259,7 +296,7 @@ def test_download_through_tonic_from_a_local_server(tree, tmp_path, monkeypatch)
         monkeypatch.setattr(tonic.datasets.NMNIST, "test_md5", "0" * 32)
         with pytest.raises(DataError, match="could not download N-MNIST test.zip"):
             NMNIST(tmp_path / "root", train=False, download=True)
-        assert list((tmp_path / "root" / "NMNIST").iterdir()) == []  # nothing half-done left
+        assert not (tmp_path / "root" / "NMNIST").exists()  # nothing half-done left, no folder
         monkeypatch.setattr(tonic.datasets.NMNIST, "test_md5", md5)
         ds = NMNIST(tmp_path / "root", train=False, download=True, cache_dir=tmp_path / "c")
     finally:

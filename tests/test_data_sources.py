@@ -132,16 +132,19 @@ def _tiny_source(base, images, labels):
     return source, files
 
 
-def test_locate_downloads_into_data_dir_then_reuses(server, tmp_path, monkeypatch):
+def test_locate_downloads_into_the_default_folder_then_reuses(server, tmp_path, monkeypatch):
     monkeypatch.setenv("SPIKEFORGE_DATA", str(tmp_path / "default"))
     base, hits, served = server
     images = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28)
     source, files = _tiny_source(base, images, np.array([1, 2, 3], np.uint8))
     served.update(files)
-    paths = locate_idx(source, "train", tmp_path / "d", download=True)
+    with pytest.raises(DataError, match="spikeforge data download tiny --data-dir"):
+        locate_idx(source, "train", tmp_path / "d", download=True)   # a user folder: never
+    assert not (tmp_path / "d").exists() and sum(hits.values()) == 0
+    paths = locate_idx(source, "train", download=True)
     assert [p.name for p in paths] == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
-    assert all(p.parent == tmp_path / "d" for p in paths)
-    assert locate_idx(source, "train", tmp_path / "d", download=False) == paths
+    assert all(p.parent == tmp_path / "default" / "tiny" for p in paths)
+    assert locate_idx(source, "train", download=False) == paths
     assert sum(hits.values()) == 2
 
 
@@ -150,23 +153,32 @@ def test_offline_without_files_says_where_and_what(tmp_path, monkeypatch):
     with pytest.raises(DataError) as info:
         load_dataset("mnist", "test", data_dir=tmp_path / "mine", download=False)
     message = str(info.value)
-    assert str(tmp_path / "mine") in message and str(tmp_path / "default" / "mnist") in message
+    assert str(tmp_path / "mine") in message
     assert "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz" in message
+    assert f"spikeforge data download mnist --data-dir {tmp_path / 'mine'}" in message
     assert "\n" not in message
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", "test", download=False)
+    message = str(info.value)
+    assert str(tmp_path / "default" / "mnist") in message
+    assert "'spikeforge data download mnist'" in message and "\n" not in message
 
 
-def test_search_order_data_dir_then_default_then_system(tmp_path, monkeypatch):
+def test_search_order_data_dir_alone_else_default_then_system(tmp_path, monkeypatch):
     monkeypatch.setenv("SPIKEFORGE_DATA", str(tmp_path / "default"))
     source = replace(FASHION_MNIST, system_dirs=(str(tmp_path / "system"),))
     dirs = search_dirs(source, tmp_path / "mine")
-    assert dirs[0] == tmp_path / "mine"
-    assert dirs[-2:] == [tmp_path / "default" / "fashion-mnist", tmp_path / "system"]
-    places = (("system", 1), ("default/fashion-mnist", 2), ("mine/FashionMNIST/raw", 3))
-    for folder, value in places:
+    assert dirs[0] == tmp_path / "mine" and all(tmp_path / "mine" in [d, *d.parents]
+                                                for d in dirs)
+    assert search_dirs(source, None) == [tmp_path / "default" / "fashion-mnist",
+                                         tmp_path / "system"]
+    places = (("system", 1, None), ("default/fashion-mnist", 2, None),
+              ("mine/FashionMNIST/raw", 3, tmp_path / "mine"))
+    for folder, value, data_dir in places:
         write_idx(tmp_path / folder / "t10k-images-idx3-ubyte.gz",
                   np.full((2, 28, 28), value, np.uint8))
         write_idx(tmp_path / folder / "t10k-labels-idx1-ubyte", np.zeros(2, np.uint8))
-        images, _ = locate_idx(source, "test", tmp_path / "mine", download=False)
+        images, _ = locate_idx(source, "test", data_dir, download=False)
         assert images.parent == tmp_path / folder
 
 

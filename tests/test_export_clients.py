@@ -4,8 +4,14 @@ absent). Their documented conventions, applied here:
 - snnTorch (``snntorch.import_nir.import_from_nir``): dt = 1e-4 s fixed; nir.LIF becomes
   Leaky(β = 1 − dt/τ, threshold = v_th/(r·dt/τ), reset to zero); its Flatten keeps NIR's axes
   (no batch axis), so it runs one sample at a time; state lives in the module (init_hidden).
-- Norse (``norse.torch.from_nir``): pass ``dt``; forward(x, state) -> (out, state).
+  Fires when U > threshold (NIR's rule).
+- Norse (``norse.torch.from_nir``): pass ``dt``; forward(x, state) -> (out, state). Fires when
+  v > v_th (NIR's rule).
 - SpikingJelly (``nir_exchange.import_from_nir``): pass ``dt``; forward(x, state) -> (out, state).
+  Fires when v ≥ v_threshold (its own rule, also on NIR files).
+
+Requirements: ``pip install -e ".[clients]"`` (snntorch, nirtorch, loguru) and
+``pip install --no-deps norse spikingjelly`` (their declared requirements would replace torch).
 """
 
 import numpy as np
@@ -16,6 +22,8 @@ nir = pytest.importorskip("nir")
 
 from spikeforge import models  # noqa: E402
 from spikeforge.export import from_nir, to_nir  # noqa: E402
+from spikeforge.layer import seq  # noqa: E402
+from spikeforge.neuron import IF, LIF  # noqa: E402
 
 T, B, DT = 25, 3, 1e-4
 
@@ -121,3 +129,45 @@ def test_a_leaky_written_by_snntorch_reads_back_spike_for_spike():
         got = from_nir(graph)(x)
     assert 0.05 < want.mean() < 0.9
     assert torch.equal(got, want)
+
+
+def _client(name: str, path):
+    """A function running the NIR file ``path`` in client ``name`` on ``[T, 1, 1]`` inputs."""
+    if name == "snntorch":
+        pytest.importorskip("nirtorch")
+        pytest.importorskip("snntorch")
+        from snntorch.import_nir import import_from_nir
+
+        net = import_from_nir(nir.read(path))
+        return lambda x: torch.stack([net(x[t])[0] for t in range(len(x))])
+    if name == "norse":
+        norse = pytest.importorskip("norse.torch")
+        return lambda x: _stateful_run(norse.from_nir(nir.read(path), dt=DT), x)
+    pytest.importorskip("loguru")
+    exchange = pytest.importorskip("spikingjelly.activation_based.nir_exchange")
+    return lambda x: _stateful_run(exchange.import_from_nir(path, dt=DT), x)
+
+
+TIES = {"IF": (IF, 0.0625, 16), "LIF": (lambda: LIF(tau=2.0), 2.0, 1)}
+
+
+@pytest.mark.parametrize("kind, client", [
+    ("IF", "norse"), ("IF", "spikingjelly"),            # snnTorch reads IF as a Leaky(β=0.9)
+    ("LIF", "snntorch"), ("LIF", "norse"), ("LIF", "spikingjelly"),
+])
+def test_clients_fire_at_the_tie_step_with_our_moved_threshold(kind, client, tmp_path):
+    """The membrane lands exactly on V_th = 1 at ``step`` (IF fed 0.0625: step 16; LIF(τ=2) fed
+    2.0: step 1): spikeforge fires there, and so does the client on the exported
+    v_threshold = 0.99999994 (snnTorch and Norse fire above it, as NIR defines; SpikingJelly at
+    or above it)."""
+    make, current, step = TIES[kind]
+    neuron = make()
+    graph, _ = to_nir(seq(neuron), (1,), dt=DT)
+    nir.write(tmp_path / "n.nir", graph)
+    run = _client(client, tmp_path / "n.nir")
+    x = torch.full((20, 1, 1), current)
+    with torch.no_grad():
+        want = neuron(x)
+        got = run(x)
+    assert int(want[:, 0, 0].nonzero()[0]) + 1 == step
+    assert torch.equal(got.reshape(want.shape).float(), want)

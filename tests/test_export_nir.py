@@ -80,8 +80,9 @@ def test_fc_lif_nodes_carry_the_documented_conventions():
     np.testing.assert_array_equal(lif.r, np.ones(10))          # decay_input: r = 1
     np.testing.assert_array_equal(lif.v_leak, np.zeros(10))
     np.testing.assert_array_equal(lif.v_reset, np.zeros(10))
-    np.testing.assert_array_equal(lif.v_threshold, np.ones(10))
-    assert lif.metadata == {"spikeforge_neuron": "LIF"}
+    below_one = float(np.nextafter(np.float32(1), np.float32(0)))   # 0.99999994
+    np.testing.assert_array_equal(lif.v_threshold, np.full(10, below_one))
+    assert lif.metadata == {"spikeforge_neuron": "LIF", "spikeforge_v_threshold": 1.0}
     assert graph.metadata["dt"] == 1e-3
 
 

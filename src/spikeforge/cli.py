@@ -16,10 +16,11 @@ import os
 import pkgutil
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 
 from . import __version__, commands
-from .errors import SpikeforgeError
+from .errors import SpikeforgeError, SpikeforgeWarning
 from .fileio import describe
 
 
@@ -53,6 +54,9 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message}; see {self.prog} --help.")
 
 
+_show_python_warning = warnings.showwarning
+
+
 def _command_modules() -> dict[str, object]:
     found = {}
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
@@ -77,8 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A :class:`SpikeforgeWarning` as one line on stderr; other warnings as Python shows them."""
+    if issubclass(category, SpikeforgeWarning):
+        print(f"spikeforge: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _show_python_warning(message, category, filename, lineno, file, line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse ``argv``, run the command, map user errors to exit status 2."""
+    warnings.showwarning = _show_warning
     parser = build_parser()
     try:
         args, unknown = parser.parse_known_args(argv)

@@ -1,16 +1,21 @@
 """Turn static images (values in [0, 1]) into spike trains ``[T, B, ...]``.
 
-poisson: S[t] ~ Bernoulli(x) independently per pixel and step (rate coding).
+poisson: S[t] ~ Bernoulli(x) independently per pixel and step (rate coding); x outside [0, 1]
+         (e.g. images normalised by a mean and std) is clamped, with one warning per process
+         naming the range seen.
 direct:  X[t] = x for every t (the image fed as a current, a view, no copy).
 latency: one spike per pixel at t = round((1 − x)·(T − 1)); pixels with x ≤ threshold stay silent.
 """
 
 from __future__ import annotations
 
+import warnings
 from types import ModuleType
 
 import torch
 from torch import Tensor
+
+from .errors import SpikeforgeWarning
 
 
 def _check_steps(steps: int) -> int:
@@ -19,12 +24,31 @@ def _check_steps(steps: int) -> int:
     return int(steps)
 
 
+_range_warned = False  # one warning per process: a training loop sees the same data every batch
+
+
+def _check_unit_range(x: Tensor) -> None:
+    """Warn (once per process) when ``x`` holds values outside [0, 1]: the encoder reads them as
+    probabilities clamped to [0, 1]. One ``aminmax`` over the batch, skipped after the warning."""
+    global _range_warned
+    if _range_warned or x.numel() == 0 or x.dtype == torch.bool:
+        return
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+    if lo >= 0 and hi <= 1:
+        return
+    _range_warned = True
+    warnings.warn(f"the Poisson encoder got inputs in [{lo:.4g}, {hi:.4g}], outside [0, 1]; they "
+                  "are clamped to [0, 1] as spike probabilities (feed pixel/255, not images "
+                  "normalised by a mean and std).", SpikeforgeWarning, stacklevel=3)
+
+
 def poisson(x: Tensor, steps: int, generator: torch.Generator | None = None,
             dtype: torch.dtype | None = None) -> Tensor:
     """Rate code: ``[B, ...]`` in [0, 1] → spikes ``[T, B, ...]`` with P(S=1) = x.
 
     Random numbers are drawn only for pixels with x > 0 (the others never fire), as 16-bit
-    uniforms r with S = [r < round(x·2^16)], so P(S=1) is within 2^-17 of x, x ≥ 1 always fires;
+    uniforms r with S = [r < round(x·2^16)], so P(S=1) is within 2^-17 of x, x ≥ 1 always fires
+    and x ≤ 0 never (values outside [0, 1] warn once, see :func:`_check_unit_range`);
     independent per pixel and step. On the CPU one compiled pass writes the spikes straight into
     ``dtype`` (default: x's), seeded from ``generator`` (or torch's global generator); on a CUDA
     device with Triton installed one Triton kernel draws the same spikes for the same seed
@@ -32,6 +56,7 @@ def poisson(x: Tensor, steps: int, generator: torch.Generator | None = None,
     as torch ops on ``x``'s device.
     """
     steps = _check_steps(steps)
+    _check_unit_range(x)
     dtype = dtype or x.dtype
     if x.device.type == "cpu":
         out = _poisson_compiled(x, steps, generator, dtype)
@@ -96,6 +121,7 @@ def poisson_linear(x: Tensor, weight: Tensor, steps: int,
     ``weight``.
     """
     steps = _check_steps(steps)
+    _check_unit_range(x)
     if x.dim() != 2 or weight.dim() != 2 or x.shape[1] != weight.shape[1]:
         raise ValueError(f"x must be [B, F] and weight [O, F], got {tuple(x.shape)} and "
                          f"{tuple(weight.shape)}")

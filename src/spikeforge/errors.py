@@ -1,6 +1,7 @@
-"""Errors a user can cause: bad flags, bad files, damaged checkpoints.
+"""Errors a user can cause: bad flags, bad files, damaged checkpoints; and warnings.
 
 The CLI prints ``str(error)`` as one sentence on stderr and exits with status 2, no traceback.
+A :class:`SpikeforgeWarning` (``warnings.warn``) goes on stderr as one line, and the run goes on.
 """
 
 
@@ -22,3 +23,7 @@ class CheckpointError(SpikeforgeError):
 
 class WriteError(SpikeforgeError):
     """A file or folder could not be written (read-only folder, no permission, disk full)."""
+
+
+class SpikeforgeWarning(UserWarning):
+    """Something in the user's data or inputs that works but is probably not what they meant."""

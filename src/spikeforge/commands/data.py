@@ -136,9 +136,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.data_command == "download":
         from ..data import load_dataset
+        from ..data.sources import SOURCES, default_data_root, download_idx
 
+        source = SOURCES[args.dataset]
+        target = (args.data_dir if args.data_dir is not None
+                  else default_data_root() / source.name)
         for split in ("train", "test"):
-            ds = load_dataset(args.dataset, split, data_dir=args.data_dir, download=True)
+            download_idx(source, split, target)
+            ds = load_dataset(args.dataset, split, data_dir=target, download=False)
             print(f"{args.dataset} {split}: {len(ds)} images, per class {ds.class_counts()}")
         return 0
     if args.data_command == "simulate-nmnist":

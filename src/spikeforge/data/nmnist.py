@@ -26,16 +26,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, SpikeforgeWarning
 from . import framecache
 from .binfmt import read_events
 from .framecache import SparseFrames
+from .kinds import find_split_dir, holds_idx
 from .rotation import rotate_sparse, rotation_sources
 from .sampling import batch_indices, num_batches
 from .sources import extract_zip
@@ -80,19 +82,6 @@ def build_entry(source: str, target: str, denoise_us: float | None, time_window_
     return data
 
 
-def find_split_dir(root: str | os.PathLike, train: bool) -> Path | None:
-    """The existing ``Train``/``Test`` folder (with digit sub-folders) under ``root`` or
-    ``root/NMNIST``, or None; nothing is extracted or downloaded."""
-    root = Path(root).expanduser()
-    split = "Train" if train else "Test"
-    for base in (root, root / "NMNIST"):
-        for name in (split, split.lower()):
-            candidate = base / name
-            if candidate.is_dir() and any((candidate / str(d)).is_dir() for d in range(10)):
-                return candidate
-    return None
-
-
 def locate_split(root: str | os.PathLike, train: bool, download: bool = False) -> Path:
     """The ``Train``/``Test`` folder under ``root``, extracting or downloading it if needed."""
     root = Path(root).expanduser()
@@ -104,20 +93,7 @@ def locate_split(root: str | os.PathLike, train: bool, download: bool = False) -
     archives = [base / archive_name for base in (root / "NMNIST", root)]
     archive = next((a for a in archives if a.is_file()), None)
     if archive is None and download:
-        tonic = _tonic()
-        dataset = tonic.datasets.NMNIST
-        url = dataset.train_url if train else dataset.test_url
-        md5 = dataset.train_md5 if train else dataset.test_md5
-        archive = archives[0]
-        part = archive.with_name(f".{archive.name}.{os.getpid()}.part")
-        try:  # Tonic checks the MD5; the archive gets its name only when complete and right
-            tonic.download_utils.download_url(url, str(archive.parent), part.name, md5)
-            os.replace(part, archive)
-        except Exception as err:  # network errors of every kind end in one message
-            part.unlink(missing_ok=True)
-            raise DataError(f"could not download N-MNIST {archive_name} into {archive.parent} "
-                            f"({err}); put the Train/Test folders of .bin files in {root}."
-                            ) from None
+        archive = _download(archives[0], train, root)
     if archive is not None:
         extract_zip(archive, archive.parent)
         found = find_split_dir(root, train)
@@ -125,10 +101,37 @@ def locate_split(root: str | os.PathLike, train: bool, download: bool = False) -
             return found
         raise DataError(f"{archive} holds no {split}/<digit>/ folders; it is not an N-MNIST "
                         "archive, replace it.")
+    if holds_idx(root):
+        raise DataError(f"{root} holds MNIST-format IDX files, not N-MNIST recordings; point "
+                        "to a folder with N-MNIST's Train/ and Test/ .bin files (make one with "
+                        f"'spikeforge data simulate-nmnist --mnist-dir {root} --out DIR'), or "
+                        "train csnn or fc-lif on this one.")
     raise DataError(f"no N-MNIST {split} folder under {root} (looked for {split}/<digit>/*.bin "
-                    f"and NMNIST/{split}/); copy the .bin files there, pass download=True "
-                    "(--download), or make a simulated set with "
-                    f"'spikeforge data simulate-nmnist --out {root}'.")
+                    f"and NMNIST/{split}/); copy the .bin files there, download them there with "
+                    f"'spikeforge data prepare-nmnist {root} --download', or make a simulated "
+                    f"set with 'spikeforge data simulate-nmnist --out {root}'.")
+
+
+def _download(archive: Path, train: bool, root: Path) -> Path:
+    """Tonic's download of the N-MNIST ``archive`` (checked by MD5), named only when complete;
+    on failure nothing is left behind, not even the folder made for it."""
+    tonic = _tonic()
+    dataset = tonic.datasets.NMNIST
+    url = dataset.train_url if train else dataset.test_url
+    md5 = dataset.train_md5 if train else dataset.test_md5
+    made = not archive.parent.exists()
+    part = archive.with_name(f".{archive.name}.{os.getpid()}.part")
+    try:
+        tonic.download_utils.download_url(url, str(archive.parent), part.name, md5)
+        os.replace(part, archive)
+    except Exception as err:  # network errors of every kind end in one message
+        part.unlink(missing_ok=True)
+        if made and archive.parent.is_dir() and not any(archive.parent.iterdir()):
+            archive.parent.rmdir()
+        raise DataError(f"could not download N-MNIST {archive.name} into {archive.parent} "
+                        f"({err}); put the Train/Test folders of .bin files in {root}."
+                        ) from None
+    return archive
 
 
 def list_split(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
@@ -147,6 +150,17 @@ def list_split(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
     return files, torch.tensor(labels, dtype=torch.int64)
 
 
+def warn_empty_recordings(files: list[Path], split_dir: Path) -> int:
+    """Count the zero-byte recordings among ``files`` and, if any, warn once, in one sentence:
+    they hold no events and train as blank samples. Returns the count."""
+    empty = sum(1 for f in files if os.stat(f).st_size == 0)
+    if empty:
+        warnings.warn(f"{empty} of {len(files)} recordings in {split_dir} are empty (0 bytes) "
+                      "and are read as blank samples without events; replace them with the "
+                      "original files or delete them.", SpikeforgeWarning, stacklevel=3)
+    return empty
+
+
 def default_cache_root() -> Path:
     """``$SPIKEFORGE_CACHE`` or ``~/.cache/spikeforge``."""
     env = os.environ.get("SPIKEFORGE_CACHE")
@@ -159,7 +173,8 @@ class NMNIST:
     ``sample(i) -> (frames float32 [T, 2, 34, 34], label)``; ``events(i)`` the raw events;
     ``batches(...)`` as :meth:`spikeforge.data.StaticDataset.batches` but yielding
     ``(frames [T_max, B, 2, 34, 34], labels [B])``. ``workers > 1`` transforms uncached samples
-    in that many processes.
+    in that many processes. ``empty``: how many recordings are zero-byte files (kept as blank
+    samples, with a :class:`~spikeforge.errors.SpikeforgeWarning`).
     """
 
     sensor_size = SENSOR_SIZE
@@ -183,6 +198,7 @@ class NMNIST:
         self.train = train
         self.split_dir = locate_split(root, train, download)
         self.files, self.labels = list_split(self.split_dir)
+        self.empty = warn_empty_recordings(self.files, self.split_dir)
         self.denoise_us = denoise_us or None
         self.time_window_us = time_window_us
         self.augment = augment

@@ -1,13 +1,17 @@
 """Where dataset files come from: local folders first, then verified downloads.
 
-Order for MNIST and Fashion-MNIST (offline-first: every local place is tried before the network):
+A folder the user names (``data_dir``, ``--data-dir``) is the only place searched, also its
+``MNIST/raw``-style sub-folders, any usual file name, and it is never written into by a search:
+with the files missing, :class:`DataError` names the folder, the files expected and the command
+that downloads them there (``spikeforge data download NAME --data-dir DIR``, which calls
+:func:`download_idx`), or says that the folder holds N-MNIST instead. Without ``data_dir``
+(offline-first: every local place is tried before the network):
 
-1. ``data_dir`` given by the user (also its ``MNIST/raw``-style sub-folders), any usual file name;
-2. the default folder ``$SPIKEFORGE_DATA`` or ``~/.cache/spikeforge/data``, ``<name>/`` inside;
-3. for Fashion-MNIST, the Debian package folder ``/usr/share/datasets/fashion-mnist``;
-4. the download mirrors, when ``download=True``: each mirror in turn, a few retries with a
-   timeout, the SHA-256 of the *decompressed* content checked, written to a temporary name in the
-   target folder and renamed only when correct, so no partial or wrong file is ever left.
+1. the default folder ``$SPIKEFORGE_DATA`` or ``~/.cache/spikeforge/data``, ``<name>/`` inside;
+2. for Fashion-MNIST, the Debian package folder ``/usr/share/datasets/fashion-mnist``;
+3. the download mirrors, when ``download=True``, into the default folder: each mirror in turn, a
+   few retries with a timeout, the SHA-256 of the *decompressed* content checked, written to a
+   temporary name and renamed only when correct, so no partial or wrong file is ever left.
 
 With nothing found and no download, :class:`DataError` says where it looked and what to put there.
 """
@@ -33,6 +37,7 @@ from pathlib import Path
 from ..errors import DataError
 from ..fileio import replacing, writing
 from .idx import GZIP_MAGIC, find_idx_file, idx_file_names
+from .kinds import holds_nmnist
 
 
 @dataclass(frozen=True)
@@ -123,13 +128,11 @@ def default_data_root() -> Path:
 
 
 def search_dirs(source: DatasetSource, data_dir: str | os.PathLike | None) -> list[Path]:
-    """Every local folder searched for ``source``'s files, in order."""
-    dirs: list[Path] = []
+    """Every local folder searched for ``source``'s files, in order: ``data_dir`` and its usual
+    sub-folders only, when given; else the default folder, then the system folders."""
     if data_dir is not None:
-        dirs += [Path(data_dir).expanduser() / sub for sub in source.subdirs]
-    dirs.append(default_data_root() / source.name)
-    dirs += [Path(d) for d in source.system_dirs]
-    return dirs
+        return [Path(data_dir).expanduser() / sub for sub in source.subdirs]
+    return [default_data_root() / source.name, *(Path(d) for d in source.system_dirs)]
 
 
 def sha256_of_content(path: str | os.PathLike) -> str:
@@ -229,6 +232,48 @@ def download_file(
                     f"check the connection or put the file in {dest.parent} yourself.")
 
 
+def _check_split(source: DatasetSource, split: str) -> None:
+    if split not in source.files:
+        raise DataError(f"unknown split {split!r} for {source.title}; use 'train' or 'test'.")
+
+
+def _missing_in_data_dir(source: DatasetSource, split: str, folder: Path) -> DataError:
+    """The error for a user's folder without ``source``'s files of ``split``."""
+    if holds_nmnist(folder):
+        return DataError(f"{folder} holds N-MNIST recordings (Train/Test folders of .bin files "
+                         f"or their zips), not {source.title}'s IDX files; point to a folder "
+                         f"with {source.title}'s files, or train nmnist-csnn on this one.")
+    names = " and ".join(f.filename for f in source.files[split])
+    return DataError(f"no {source.title} {split} files in {folder} (nor its "
+                     f"{', '.join(s for s in source.subdirs if s)} sub-folders); put {names} "
+                     "(or unzipped, or '.idx3-ubyte'-style names) there, or download them there "
+                     f"with 'spikeforge data download {source.name} --data-dir {folder}'.")
+
+
+def download_idx(
+    source: DatasetSource,
+    split: str,
+    target: str | os.PathLike,
+    *,
+    mirrors: Sequence[str] | None = None,
+    retries: int = 3,
+    timeout: float = 30.0,
+) -> tuple[Path, Path]:
+    """The (images, labels) files of ``split`` in ``target``, downloading those not there yet
+    (verified, see :func:`download_file`). Only called when asked to write into ``target``."""
+    _check_split(source, split)
+    target = Path(target).expanduser()
+    paths = []
+    for f in source.files[split]:
+        existing = find_idx_file([target], f.stem)
+        if existing is None:
+            urls = [m + f.filename for m in (mirrors if mirrors is not None else source.mirrors)]
+            existing = download_file(urls, target / f.filename, f.sha256, retries=retries,
+                                     timeout=timeout)
+        paths.append(existing)
+    return paths[0], paths[1]
+
+
 def locate_idx(
     source: DatasetSource,
     split: str,
@@ -239,31 +284,29 @@ def locate_idx(
     retries: int = 3,
     timeout: float = 30.0,
 ) -> tuple[Path, Path]:
-    """Paths of the (images, labels) IDX files of ``split``, downloading them if allowed."""
-    if split not in source.files:
-        raise DataError(f"unknown split {split!r} for {source.title}; use 'train' or 'test'.")
+    """Paths of the (images, labels) IDX files of ``split`` (see the module doc for the order).
+
+    ``data_dir``: the user's folder, searched alone and never written into; raises
+    :class:`DataError` naming it when the files are not there. Without it, ``download=True``
+    fetches missing files into the default folder.
+    """
+    _check_split(source, split)
     dirs = search_dirs(source, data_dir)
     for directory in dirs:
         pair = [find_idx_file([directory], f.stem) for f in source.files[split]]
         if pair[0] is not None and pair[1] is not None:
             return pair[0], pair[1]
-    target = (Path(data_dir).expanduser() if data_dir is not None
-              else default_data_root() / source.name)
+    if data_dir is not None:
+        raise _missing_in_data_dir(source, split, Path(data_dir).expanduser())
+    target = default_data_root() / source.name
     if not download:
         names = " and ".join(f.filename for f in source.files[split])
         searched = ", ".join(str(d) for d in dirs)
         raise DataError(f"no {source.title} {split} files found (searched {searched}); put "
                         f"{names} (or unzipped, or '.idx3-ubyte'-style names) in {target}, or "
-                        f"allow downloading from {source.mirrors[0]}.")
-    paths = []
-    for f in source.files[split]:
-        existing = find_idx_file([target], f.stem)
-        if existing is None:
-            urls = [m + f.filename for m in (mirrors if mirrors is not None else source.mirrors)]
-            existing = download_file(urls, target / f.filename, f.sha256, retries=retries,
-                                     timeout=timeout)
-        paths.append(existing)
-    return paths[0], paths[1]
+                        f"download them with 'spikeforge data download {source.name}'.")
+    return download_idx(source, split, target, mirrors=mirrors, retries=retries,
+                        timeout=timeout)
 
 
 def extract_zip(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
@@ -297,6 +340,6 @@ def extract_zip(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
 
 __all__ = [
     "DatasetSource", "RemoteFile", "MNIST", "FASHION_MNIST", "SOURCES", "KNOWN_SHA256",
-    "default_data_root", "search_dirs", "sha256_of_content", "download_file", "locate_idx",
-    "extract_zip", "idx_file_names",
+    "default_data_root", "search_dirs", "sha256_of_content", "download_file", "download_idx",
+    "locate_idx", "extract_zip", "idx_file_names",
 ]

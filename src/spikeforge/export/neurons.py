@@ -15,8 +15,16 @@ Exact correspondences (spikeforge τ in steps, NIR τ in seconds):
     Leaky(β < 1, reset="zero")   nir.LIF  τ = dt/(1−β), r = 1/(1−β), v_leak = v_reset = 0
     Leaky(β = 1, reset="zero")   nir.IF   r = 1/dt,                 v_reset = 0
 
-IF/LIF fire when H reaches V_th (H ≥ V_th, SpikingJelly); NIR fires above v_threshold, so the
-two differ only when the membrane lands exactly on the threshold. Leaky resets from the previous
+Thresholds. IF/LIF fire when H reaches V_th (H ≥ V_th, SpikingJelly); NIR fires above
+v_threshold (v > v_threshold, the rule of the NIR paper, Pedersen et al. 2024, and of snnTorch and
+Norse). So an IF/LIF is written with v_threshold one float32 step below V_th
+(:func:`nir_threshold`, 1.0 → 0.99999994): for every float32 membrane H,
+``H ≥ fl32(V_th)  ⇔  H > nextafter(fl32(V_th), −∞)``, both rules give the same spikes. A
+simulator in float64 can differ only for a membrane strictly between the two values (one float32
+step, ~6e-8 relative). The exact V_th is kept in ``metadata["spikeforge_v_threshold"]`` so that
+:func:`import_neuron` gives back the very same neuron; other IF/LIF nodes are read by NIR's rule
+(:func:`threshold_from_nir`). Leaky fires above its threshold as NIR does and is written as it
+is. Leaky resets from the previous
 membrane (snnTorch): U[t] = β(1 − S[t−1])U[t−1] + X[t] is NIR's immediate reset to zero followed
 by one Euler step, spike for spike. Each neuron node carries ``metadata["spikeforge_neuron"]``,
 the class it came from, which :func:`import_neuron` uses to rebuild that class.
@@ -36,6 +44,7 @@ from .errors import NIRError
 from .report import Approximation
 
 TAG = "spikeforge_neuron"
+V_TH_TAG = "spikeforge_v_threshold"
 
 _MEMBRANE_OUTPUT = ("the layer also returns its membrane potential, which a NIR graph cannot "
                     "output; only its spikes can be exported")
@@ -48,6 +57,23 @@ def _full(shape: tuple[int, ...], value) -> np.ndarray:
 def _weights(t: torch.Tensor) -> np.ndarray:
     t = t.detach().cpu()
     return (t if t.dtype == torch.float64 else t.float()).numpy().copy()
+
+
+def nir_threshold(v_threshold: float) -> float:
+    """NIR's v_threshold for an IF/LIF that fires when H ≥ ``v_threshold``: the largest float32
+    below fl32(v_threshold), so that ``H ≥ fl32(v_threshold) ⇔ H > result`` for every float32 H."""
+    return float(np.nextafter(np.float32(v_threshold), np.float32(-np.inf)))
+
+
+def threshold_from_nir(v_threshold: float, dtype: torch.dtype = torch.float32) -> float:
+    """The V_th of an IF/LIF (fires when H ≥ V_th) that fires as NIR does (v > ``v_threshold``)
+    on membranes of ``dtype``: the smallest value of that dtype above ``v_threshold``
+    (float64 for ``torch.float64``, else float32)."""
+    if dtype == torch.float64:
+        return float(np.nextafter(np.float64(v_threshold), np.inf))
+    nearest = np.float32(v_threshold)
+    return float(nearest if float(nearest) > v_threshold
+                 else np.nextafter(nearest, np.float32(np.inf)))
 
 
 def _if_lif(module: LIF, shape, dt: float, name: str, key: str,
@@ -65,13 +91,14 @@ def _if_lif(module: LIF, shape, dt: float, name: str, key: str,
             name, key, "initial-state", kind,
             f"the membrane starts at V_reset = {v_reset}; NIR stores no initial state (snnTorch "
             "starts at 0, Norse at v_leak)"))
-    meta = {TAG: type(module).__name__}
+    meta = {TAG: type(module).__name__, V_TH_TAG: float(module.v_threshold)}
+    v_threshold = _full(shape, nir_threshold(module.v_threshold))
     if module.tau is None:
-        return nir.IF(r=_full(shape, 1.0 / dt), v_threshold=_full(shape, module.v_threshold),
+        return nir.IF(r=_full(shape, 1.0 / dt), v_threshold=v_threshold,
                       v_reset=_full(shape, v_reset), metadata=meta)
     return nir.LIF(tau=_full(shape, module.tau * dt),
                    r=_full(shape, 1.0 if module.decay_input else module.tau),
-                   v_leak=_full(shape, v_reset), v_threshold=_full(shape, module.v_threshold),
+                   v_leak=_full(shape, v_reset), v_threshold=v_threshold,
                    v_reset=_full(shape, v_reset), metadata=meta)
 
 
@@ -190,8 +217,17 @@ def _as_leaky(node: nir.LIF | nir.IF, dt: float, key: str) -> Leaky:
                  threshold=threshold, reset="zero")
 
 
-def _as_if_lif(node: nir.LIF | nir.IF, dt: float, key: str) -> LIF:
+def _if_lif_threshold(node: nir.LIF | nir.IF, key: str, dtype: torch.dtype) -> float:
+    """V_th of the IF/LIF read from ``node``: the exact one spikeforge wrote, else NIR's rule."""
     threshold = _uniform(node.v_threshold, "v_threshold", key)
+    written = (node.metadata or {}).get(V_TH_TAG)
+    if written is not None and nir_threshold(float(written)) == threshold:
+        return float(written)
+    return threshold_from_nir(threshold, dtype)
+
+
+def _as_if_lif(node: nir.LIF | nir.IF, dt: float, key: str, dtype: torch.dtype) -> LIF:
+    threshold = _if_lif_threshold(node, key, dtype)
     v_reset = _uniform(node.v_reset, "v_reset", key)
     r = _uniform(node.r, "r", key)
     if isinstance(node, nir.IF):
@@ -217,13 +253,17 @@ def _as_if_lif(node: nir.LIF | nir.IF, dt: float, key: str) -> LIF:
         raise NIRError(f"NIR node '{key}' (LIF): {err}") from None
 
 
-def import_neuron(node: nir.LIF | nir.IF, dt: float, key: str) -> nn.Module:
-    """The spikeforge neuron of a NIR ``LIF``/``IF`` node at step ``dt``.
+def import_neuron(node: nir.LIF | nir.IF, dt: float, key: str,
+                  dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The spikeforge neuron of a NIR ``LIF``/``IF`` node at step ``dt``, for membranes of
+    ``dtype``.
 
-    Nodes written by spikeforge rebuild their original class (``metadata["spikeforge_neuron"]``).
-    Other nodes with v_leak = v_reset = 0 and an unscaled input (r = τ/dt, as snnTorch writes
-    Leaky) become ``Leaky(reset="zero")``, which fires above the threshold as NIR does; the rest
-    become IF/LIF (SpikingJelly's form: r = 1 or τ/dt, v_leak = v_reset).
+    Nodes written by spikeforge rebuild their original class (``metadata["spikeforge_neuron"]``)
+    and threshold. Other nodes with v_leak = v_reset = 0 and an unscaled input (r = τ/dt, as
+    snnTorch writes Leaky) become ``Leaky(reset="zero")``, which fires above the threshold as NIR
+    does; the rest become IF/LIF (SpikingJelly's form: r = 1 or τ/dt, v_leak = v_reset) with V_th
+    the first ``dtype`` value above v_threshold (:func:`threshold_from_nir`), so that they too fire
+    only above it.
     """
     tag = (node.metadata or {}).get(TAG)
     if tag == "Leaky":
@@ -231,4 +271,4 @@ def import_neuron(node: nir.LIF | nir.IF, dt: float, key: str) -> nn.Module:
     if tag is None and isinstance(node, nir.LIF) and _close(node.v_leak, 0.0) \
             and _close(node.v_reset, 0.0) and _close(np.asarray(node.r) * dt / node.tau, 1.0):
         return _as_leaky(node, dt, key)
-    return _as_if_lif(node, dt, key)
+    return _as_if_lif(node, dt, key, dtype)

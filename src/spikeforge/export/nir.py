@@ -7,7 +7,8 @@ writes one node per layer, Input → ... → Output, shapes without the T and B 
     nn.Conv2d [+ BN2d]   Conv2d; a following BatchNorm2d is folded in with its running statistics:
                          W' = W·γ/√(σ²+ε),  b' = (b − μ)·γ/√(σ²+ε) + β
     nn.AvgPool2d         AvgPool2d;  nn.Flatten → Flatten (start/end without the batch axis)
-    IF, LIF, Leaky       IF / LIF (see :mod:`.neurons` for dt, τ, r and thresholds)
+    IF, LIF, Leaky       IF / LIF (see :mod:`.neurons` for dt, τ, r and thresholds: an
+                         IF/LIF's v_threshold is one float32 step below V_th)
     RLeaky               a subgraph input → LIF ⇄ recurrent weights → output   (approximate)
     nn.MaxPool2d         SumPool2d after spikes, AvgPool2d otherwise            (approximate)
 
@@ -36,8 +37,10 @@ from .report import Approximation, ExportReport
 DEFAULT_DT = 1e-4
 """Seconds per step: snnTorch's and SpikingJelly's NIR exchange assume the same."""
 
-_TIE_NOTE = ("IF/LIF fire when the membrane reaches V_th (H >= V_th, SpikingJelly); NIR fires "
-             "above v_threshold: the two differ only when the membrane lands exactly on V_th")
+_TIE_NOTE = ("IF/LIF fire when the membrane reaches V_th (H >= V_th) and NIR when it is above "
+             "v_threshold, so v_threshold is written one float32 step below V_th (1.0 -> "
+             "0.99999994): the same spikes for every float32 membrane; a float64 simulation can "
+             "differ only for a membrane strictly between the two values")
 
 
 def _key(name: str, taken: dict) -> str:

@@ -78,7 +78,8 @@ def _pool(node: nir.AvgPool2d | nir.SumPool2d) -> nn.AvgPool2d:
                         divisor_override=1 if isinstance(node, nir.SumPool2d) else None)
 
 
-def _module(node: nir.NIRNode, key: str, dt: float) -> nn.Module | list[nn.Module]:
+def _module(node: nir.NIRNode, key: str, dt: float, dtype: torch.dtype
+            ) -> nn.Module | list[nn.Module]:
     if isinstance(node, (nir.Linear, nir.Affine)):
         return _linear(node, key)
     if isinstance(node, nir.Conv2d):
@@ -90,16 +91,16 @@ def _module(node: nir.NIRNode, key: str, dt: float) -> nn.Module | list[nn.Modul
     if isinstance(node, nir.Scale):
         return Scale(_tensor(node.scale))
     if isinstance(node, _NEURONS):
-        return import_neuron(node, dt, key)
+        return import_neuron(node, dt, key, dtype)
     if isinstance(node, nir.NIRGraph):
-        modules = _graph(node, dt, f"'{key}'")
+        modules = _graph(node, dt, f"'{key}'", dtype)
         return modules[0] if len(modules) == 1 else modules
     raise NIRError(f"NIR node '{key}' is a {type(node).__name__}, which spikeforge cannot "
                    "build yet (supported: Linear, Affine, Conv2d, Flatten, AvgPool2d, SumPool2d, "
                    "Scale, IF, LIF and recurrent subgraphs)")
 
 
-def _graph(graph: nir.NIRGraph, dt: float, where: str) -> list[nn.Module]:
+def _graph(graph: nir.NIRGraph, dt: float, where: str, dtype: torch.dtype) -> list[nn.Module]:
     """The modules of ``graph`` in order: a chain, each neuron with an optional feedback loop."""
     succ: dict[str, list[str]] = {k: [] for k in graph.nodes}
     pred: dict[str, list[str]] = {k: [] for k in graph.nodes}
@@ -127,9 +128,9 @@ def _graph(graph: nir.NIRGraph, dt: float, where: str) -> list[nn.Module]:
                            "spikeforge reads chains (with recurrent neurons) only")
         node = graph.nodes[key]
         if not isinstance(node, nir.Input):
-            module = _module(node, key, dt)
+            module = _module(node, key, dt, dtype)
             if partner is not None:
-                recurrent = _module(graph.nodes[partner], partner, dt)
+                recurrent = _module(graph.nodes[partner], partner, dt, dtype)
                 if not isinstance(node, _NEURONS) or isinstance(recurrent, list):
                     raise NIRError(f"NIR graph {where}: the loop through '{key}' and '{partner}'"
                                    " needs a neuron on one side and a weight on the other")
@@ -151,6 +152,8 @@ def from_nir(graph: nir.NIRGraph | str | Path, dt: float | None = None,
     ``dt``: seconds per step; by default the ``dt`` the graph's metadata records (spikeforge
     writes it), else 1e-4 s, the step snnTorch and SpikingJelly assume. The result takes
     ``[T, B, *input_shape]`` and returns the spikes (or values) of the last node.
+    ``dtype``: the network's dtype; a foreign IF/LIF fires when its membrane in that dtype is
+    above v_threshold, as NIR defines (see :func:`.neurons.import_neuron`).
     """
     if isinstance(graph, (str, Path)):
         path = Path(graph)
@@ -165,4 +168,4 @@ def from_nir(graph: nir.NIRGraph | str | Path, dt: float | None = None,
         dt = float((graph.metadata or {}).get("dt", DEFAULT_DT))
     if not dt > 0:
         raise ValueError(f"dt must be a positive number of seconds, got {dt}")
-    return seq(*_graph(graph, dt, "at the top level")).to(dtype)
+    return seq(*_graph(graph, dt, "at the top level", dtype)).to(dtype)

@@ -49,7 +49,8 @@ def available() -> bool:
 
 
 def _thresholds(p: Tensor) -> tuple[Tensor, Tensor]:
-    """(flat indices of the pixels with p > 0, their thresholds round(p·2^16) as int32)."""
+    """(flat indices of the pixels with p > 0, their thresholds round(p·2^16) as int32); p > 1
+    is clamped to 1 (:mod:`spikeforge.encoding` warns once about values outside [0, 1])."""
     flat = p.detach().reshape(-1).float()
     idx = (flat > 0).nonzero().squeeze(1)
     q = (flat[idx].clamp(max=1.0) * 65536.0 + 0.5).to(torch.int32)

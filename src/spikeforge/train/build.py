@@ -125,7 +125,8 @@ def load_data(config: TrainConfig, split: str, data_dir: str | os.PathLike | Non
         return NMNIST(root if root is not None else default_data_root() / "nmnist",
                       train=split == "train", denoise_us=config.denoise_us,
                       time_window_us=config.time_window_us,
-                      augment=config.augment and split == "train", download=config.download,
+                      augment=config.augment and split == "train",
+                      download=config.download and root is None,  # never into the user's folder
                       workers=config.workers)
     from ..data import load_dataset
 
