@@ -1,7 +1,9 @@
 """The ``spikeforge`` command: one subcommand per module in :mod:`spikeforge.commands`.
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
-``run(args) -> int``, and imports heavy dependencies inside ``run``. Errors a user can cause
+``run(args) -> int``, and imports heavy dependencies inside ``run``. A module with
+``THREADS = True`` computes with torch: it gets ``--threads N``, and runs under the thread policy
+of :mod:`spikeforge.threads` (applied before torch is imported). Errors a user can cause
 (:class:`~spikeforge.errors.SpikeforgeError`) print one sentence on stderr and exit with 2.
 """
 
@@ -14,7 +16,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from . import __version__, commands
+from . import __version__, commands, threads
 from .errors import SpikeforgeError
 
 
@@ -38,7 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in _command_modules().items():
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        if getattr(module, "THREADS", False):
+            p.add_argument("--threads", type=int, metavar="N",
+                           help=f"threads for torch and the kernels (default: ${threads.ENV}, "
+                                "else the CPUs this process may use, fewer while other "
+                                "processes keep them busy)")
+        p.set_defaults(_run=module.run, _threads=getattr(module, "THREADS", False))
     return parser
 
 
@@ -51,7 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args._run(args) or 0)
+        if not args._threads:
+            return int(args._run(args) or 0)
+        with threads.applied(threads.resolve(args.threads)):
+            return int(args._run(args) or 0)
     except SpikeforgeError as err:
         print(f"spikeforge: error: {err}", file=sys.stderr)
         return 2

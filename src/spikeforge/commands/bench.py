@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 HELP = "time a recipe's training and evaluation steps on random data (images/s, peak memory)"
+THREADS = True
 
 #: Fraction of MNIST pixels that are exactly zero, and N-MNIST frame density, for random data.
 ZERO_PIXELS = 0.81
@@ -194,12 +195,16 @@ def process_age() -> float:
 
 
 def measure(w: Workload, iters: int) -> dict[str, float]:
-    """Median seconds per train and eval step over ``iters`` steps each (after one warm-up)."""
+    """Median seconds per train and eval step over ``iters`` steps each (after one warm-up);
+    the thread count follows the load between steps as in training (:func:`threads.adapt`)."""
     import statistics
+
+    from .. import threads
 
     def median(fn) -> float:
         times = []
         for _ in range(iters):
+            threads.adapt()
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
@@ -210,12 +215,21 @@ def measure(w: Workload, iters: int) -> dict[str, float]:
             "train_s": t_train, "eval_s": t_eval}
 
 
+def _policy(threads) -> str:
+    policy = threads.current()
+    return policy.describe() if policy else "torch default"
+
+
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import threads
     from ..errors import ConfigError
 
     if args.iters < 1:
         raise ConfigError(f"--iters must be >= 1, got {args.iters}.")
     w = workload(args.recipe, args.batch_size, args.T, args.amp)
+    threads.adapt(force=True)
     t0 = time.perf_counter()
     w.train()
     first_step = time.perf_counter() - t0
@@ -223,11 +237,13 @@ def run(args: argparse.Namespace) -> int:
     w.evaluate()
     result = {"recipe": w.recipe, "batch": w.batch, "T": w.steps, "amp": args.amp,
               **measure(w, args.iters), "first_step_s": first_step,
-              "first_step_after_launch_s": launch_to_first, "peak_rss_mib": peak_rss_mib()}
+              "first_step_after_launch_s": launch_to_first, "peak_rss_mib": peak_rss_mib(),
+              "threads": torch.get_num_threads(), "threads_policy": _policy(threads)}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{w.recipe}: batch {w.batch}, T {w.steps}{', bf16 autocast' if args.amp else ''}")
+    print(f"{w.recipe}: batch {w.batch}, T {w.steps}{', bf16 autocast' if args.amp else ''}, "
+          f"threads {result['threads']} ({result['threads_policy']})")
     print(f"  train  {result['train_img_s']:10.1f} img/s   ({result['train_s'] * 1e3:.1f} ms/step)")
     print(f"  eval   {result['eval_img_s']:10.1f} img/s   ({result['eval_s'] * 1e3:.1f} ms/step)")
     print(f"  peak memory {result['peak_rss_mib']:.0f} MiB; first training step "

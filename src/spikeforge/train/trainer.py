@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .. import threads
 from ..errors import CheckpointError, ConfigError
 from . import checkpoint
 from .build import (
@@ -148,6 +149,9 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=done + 1 if done else None)
         log(f"{config.recipe}: {config.description}")
         log(f"run directory: {out_dir}" + (f" (resumed after epoch {done})" if resume else ""))
+        policy = threads.current()
+        if policy is not None:
+            log(f"threads: {torch.get_num_threads()} ({policy.describe()})")
         if done >= config.epochs:
             log(f"{out_dir} already finished {done} of {config.epochs} epochs; nothing to do "
                 "(raise --epochs to train longer).")
