@@ -136,6 +136,7 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         checkpoint.set_rng_state(state["rng"])
         history, best_acc, done = state["history"], state["best_acc"], state["epoch"]
     model = dist.wrap(net)
+    threads.adapt(force=True)  # config.json records the count the first batch runs with
 
     writer = None
     if dist.is_main:
