@@ -206,3 +206,22 @@ def test_config_json_and_bench_record_the_thread_count(tmp_path, capsys, monkeyp
                      "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["threads"] == 1 and out["threads_policy"] == "from SPIKEFORGE_THREADS"
+
+
+def test_torchs_openmp_runtime_starts_passive_with_the_policys_count(tmp_path):
+    """libgomp prints the settings it started with (OMP_DISPLAY_ENV): the command must export
+    them before torch loads it, and the kernels share that one runtime."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
+    env.update(OMP_DISPLAY_ENV="true", SPIKEFORGE_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "spikeforge", "bench", "rleaky", "-T", "2",
+                           "--batch-size", "4", "--iters", "1", "--json"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("OPENMP DISPLAY ENVIRONMENT BEGIN") == 1
+    assert "OMP_WAIT_POLICY = 'PASSIVE'" in proc.stderr
+    assert "OMP_NUM_THREADS = '1'" in proc.stderr

@@ -33,7 +33,6 @@ import contextlib
 import math
 import os
 import statistics
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -227,13 +226,18 @@ def wait_policy_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 _state: dict[str, object] = {"policy": None, "last": 0.0}
 
 
+def _export(policy: ThreadPolicy) -> None:
+    """``OMP_NUM_THREADS`` and the wait policy into the environment: read by each OpenMP runtime
+    when it starts (torch's at ``import torch``) and inherited by child processes."""
+    os.environ["OMP_NUM_THREADS"] = str(policy.threads)
+    os.environ.update(wait_policy_env())
+
+
 def apply(policy: ThreadPolicy) -> None:
     """Use ``policy.threads`` in torch (intra-op; inter-op too while it has not started) and the
     kernels; export ``OMP_NUM_THREADS`` for child processes and the wait policy for OpenMP
     runtimes not yet loaded; make :func:`adapt` follow the load when the count is automatic."""
-    os.environ["OMP_NUM_THREADS"] = str(policy.threads)
-    if "torch" not in sys.modules:
-        os.environ.update(wait_policy_env())
+    _export(policy)
     import torch
 
     torch.set_num_threads(policy.threads)
@@ -246,9 +250,11 @@ def apply(policy: ThreadPolicy) -> None:
 def applied(policy: ThreadPolicy) -> Iterator[ThreadPolicy]:
     """:func:`apply` ``policy`` for the duration of the block (a command run in-process), then
     restore torch's thread count and stop adapting."""
+    saved_env = os.environ.get("OMP_NUM_THREADS")
+    _export(policy)  # before torch starts its OpenMP runtime
     import torch
 
-    before, saved_env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    before = torch.get_num_threads()
     apply(policy)
     try:
         yield policy
