@@ -15,7 +15,9 @@ run's own ``metrics.jsonl``; fresh run directories in a temporary folder), ``spi
 target names when installed, else the plain-PyTorch loop (``speed_frameworks.py``,
 ``speed_baselines.py``), timed over N steps on one real batch. Figures are medians over rounds.
 MNIST comes from ``--data-dir``; nmnist-csnn trains on the saccade simulator's recordings
-(``--nmnist-dir``, else simulated into the temporary folder from ``--data-dir``).
+(``--nmnist-dir``, else simulated into the temporary folder from ``--data-dir``). Its real run
+starts from a fresh net, silent at first, whereas ``spikeforge bench`` times the trained net of
+``bench_nmnist/``; the bench's printed firing rates say which activity it timed.
 
 Loads (``--load``): ``quiet`` (nothing added); ``busy`` (one ``python -c "while True: pass"``);
 ``spikeforge`` (a second ``spikeforge train`` of the same recipe at default settings); ``nproc2``
