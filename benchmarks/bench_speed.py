@@ -4,7 +4,8 @@ loop, SpikingJelly and snnTorch (when installed), interleaved in one process.
     python benchmarks/bench_speed.py                      # all recipes, writes JSON + RESULTS.md
     python benchmarks/bench_speed.py --recipes fc-lif --rounds 2 --no-write
 
-Every framework gets the same random batch (MNIST-like images or 1.5 %-dense event frames), the
+Every framework gets the same batch (random MNIST-like images, or for N-MNIST the saccade
+simulator's recordings of MNIST test digits, see `spikeforge bench`), the
 recipe's batch size, T, loss and optimizer. Each round times every framework in turn (the order
 rotates between rounds), so machine-speed drift hits all of them alike; the figures are medians
 over rounds, and ratios are taken inside this one run. Peak memory is the peak RSS of a separate
@@ -72,20 +73,28 @@ def makers(recipe: str, amp: bool = True, only: str | None = None) -> dict:
 
 def _tiny(recipe):
     steps, batch = 2, 2
-    x, y = sf_bench.random_batch("frames" if recipe == "nmnist-csnn" else "image", batch, steps)
-    return x, y, steps
+    if recipe == "nmnist-csnn":
+        return torch.zeros(steps, batch, 2, 34, 34), torch.zeros(batch, dtype=torch.long), steps
+    return *sf_bench.random_batch(batch), steps
+
+
+#: MNIST folder for N-MNIST's simulated recordings (``--data-dir``; None: spikeforge's search).
+DATA_DIR: list[str | None] = [None]
 
 
 def _spikeforge(recipe, x, steps, amp):
     w = sf_bench.workload(recipe, batch=x.shape[1] if x.dim() == 5 else x.shape[0], steps=steps,
-                          amp=amp)
+                          amp=amp, data_dir=DATA_DIR[0])
     return w.train, w.evaluate
 
 
 def data(recipe: str):
+    """The batch every framework gets: random MNIST-like images, or for N-MNIST the simulated
+    recordings ``spikeforge bench`` uses (:func:`spikeforge.commands.bench.nmnist_batch`)."""
     steps, batch = RECIPES[recipe][:2]
-    encoding = "frames" if recipe == "nmnist-csnn" else "image"
-    return sf_bench.random_batch(encoding, batch, steps) + (steps,)
+    if recipe == "nmnist-csnn":
+        return *sf_bench.nmnist_batch(batch, steps, DATA_DIR[0]), steps
+    return *sf_bench.random_batch(batch), steps
 
 
 def flops_of(train_step) -> float:
@@ -158,7 +167,8 @@ def bench_recipe(recipe: str, rounds: int, amp: bool, log) -> dict:
 
 def memory_of(recipe: str, framework: str) -> dict:
     """Peak RSS of a fresh process that runs only ``framework`` (two train steps, one eval)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-of", recipe, framework]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-of", recipe, framework,
+           *(["--data-dir", DATA_DIR[0]] if DATA_DIR[0] else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         return {"error": proc.stderr[-500:]}
@@ -246,9 +256,10 @@ Where spikeforge's time goes (same model, loss, optimizer, batch and T as the re
   winner gets a gradient. The hidden net (Conv-Pool-Leaky-Conv-Pool-Leaky-Linear) runs as one
   pass per sample over time, channels-last, keeping layer 2's membrane and winners and
   recomputing layer 1 in backward; spikes equal the reference Leaky's bit for bit. This work
-  follows the spikes, so the benchmark scales the net to fire like a trained one (layer 1 on
-  10 %, layer 2 on 25 % of neuron-steps, `spikeforge bench`'s `NMNIST_RATES`): random events
-  leave a fresh net silent, which would halve the step. Per thread and step at that activity:
+  follows the spikes, so the benchmark runs a trained net on simulated recordings
+  (`spikeforge bench`'s `nmnist_batch` and `bench_nmnist/` weights; the figures below this
+  paragraph were measured earlier, on random events with the net scaled to fire on 10 % and
+  25 % of neuron-steps). Per thread and step at that activity:
   forward ≈ 355 ms (layer-2 conv 115, layer-1 conv 93, input scans 116), backward ≈ 800 ms
   (layer-2 input gradient 340, at ~60 % of this CPU's measured FMA rate; layer-2 weight gradient
   160; layer-1 recompute 200). The step was 6.7 s at the start of this work (dense second
@@ -306,8 +317,11 @@ def main(argv=None) -> int:
     p.add_argument("--no-write", action="store_true", help="print only; keep JSON/RESULTS.md")
     p.add_argument("--render", action="store_true",
                    help="only rewrite the RESULTS.md section from benchmarks/speed.json")
+    p.add_argument("--data-dir", help="MNIST folder (N-MNIST's simulated recordings are made "
+                   "from its test digits)")
     p.add_argument("--memory-of", nargs=2, metavar=("RECIPE", "FRAMEWORK"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    DATA_DIR[0] = args.data_dir
     if args.memory_of:
         _memory_child(*args.memory_of)
         return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -70,6 +71,12 @@ def test_only_rank_zero_writes_and_prints(runs):
     assert len(list((run / "tensorboard").iterdir())) == 1
     assert len(_rows(run)) == 2
     assert two.stdout.count("epoch 2/2") == 1
+
+
+def test_each_worker_records_the_thread_count_the_launcher_gave_it(runs):
+    # the launcher passes the user's OMP_NUM_THREADS=1 on as SPIKEFORGE_THREADS
+    config = json.loads((runs[0] / "two" / "config.json").read_text())
+    assert (config["threads"], config["threads_policy"]) == (1, "from SPIKEFORGE_THREADS")
 
 
 def test_a_two_process_checkpoint_resumes_with_one_process(runs):

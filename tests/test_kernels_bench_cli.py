@@ -26,13 +26,10 @@ def test_workload_trains_the_recipe_model():
     assert any(not torch.equal(a, p) for a, p in zip(before, w.model.parameters(), strict=True))
 
 
-def test_random_batches_have_the_recipe_shapes_and_sparsity():
-    images, labels = bench.random_batch("poisson", 64, 100)
+def test_random_images_have_the_recipe_shape_and_sparsity():
+    images, labels = bench.random_batch(64)
     assert images.shape == (64, 1, 28, 28) and labels.shape == (64,)
     assert abs((images == 0).float().mean().item() - bench.ZERO_PIXELS) < 0.02
-    frames, _ = bench.random_batch("frames", 8, 50)
-    assert frames.shape == (50, 8, 2, 34, 34)
-    assert abs(frames.mean().item() - bench.EVENT_DENSITY) < 0.002
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -45,16 +42,44 @@ def test_bad_arguments_exit_2_with_one_sentence(capsys, argv, message):
     assert message in err and "Traceback" not in err
 
 
-def test_nmnist_benchmark_net_is_scaled_to_fire_at_the_stated_rates():
-    """Random events leave a fresh net silent; the benchmark scales it to a trained net's rate."""
-    from spikeforge import models
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory):
+    pytest.importorskip("tonic")
+    from test_train_synthetic import write_mnist
 
-    torch.manual_seed(0)
-    net = models.NmnistCSNN()
-    frames, _ = bench.random_batch("frames", 8, 40)
-    rates = bench.fire_at(net, frames, (0.10, 0.25), steps=40)
-    assert rates[0] == pytest.approx(0.10, abs=0.02)
-    assert rates[1] == pytest.approx(0.25, abs=0.04)
+    return write_mnist(tmp_path_factory.mktemp("mnist"), n_train=4, n_test=4)
+
+
+def test_nmnist_batch_is_the_framed_simulate_nmnist_test_recordings(tiny_mnist, tmp_path):
+    from spikeforge.data.binfmt import read_events
+    from spikeforge.data.nmnist import transform_events
+    from spikeforge.data.simulate import write_nmnist_tree
+    from spikeforge.data.static import load_dataset
+
+    frames, labels = bench.nmnist_batch(3, 120, tiny_mnist, download=False)
+    assert frames.shape == (120, 3, 2, 34, 34) and frames.dtype == torch.float32
+    write_nmnist_tree(tiny_mnist, tmp_path / "sim", limit=3)
+    mnist = load_dataset("mnist", "test", data_dir=tiny_mnist, download=False)
+    assert labels.tolist() == mnist.labels[:3].tolist()
+    for b, label in enumerate(labels.tolist()):
+        events = read_events(tmp_path / "sim" / "Test" / str(label) / f"{b + 1:05d}.bin")
+        expected = torch.from_numpy(transform_events(events, 10000.0, 1000.0)[:120]).float()
+        torch.testing.assert_close(frames[:len(expected), b], expected, rtol=0, atol=0)
+        assert frames[len(expected):, b].sum() == 0
+    assert frames.sum() > 100
+
+
+def test_nmnist_bench_runs_the_trained_net_and_reports_each_layers_rate(tiny_mnist):
+    w = bench.workload("nmnist-csnn", batch=2, steps=100, data_dir=tiny_mnist)
+    rates = w.rates()
+    assert len(rates) == 3  # two hidden Leaky layers and the output layer
+    assert rates[0] > 0.005 and rates[1] > 0.005  # a fresh net is silent on these events
+    before = {k: v.clone() for k, v in w.model.state_dict().items()}
+    w.train()
+    w.restore()
+    for key, value in w.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert w.rates() == rates
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")

@@ -8,6 +8,7 @@ Both are learnable by every recipe in one or two short epochs, and far from triv
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +22,17 @@ from spikeforge.data import StaticDataset, load_dataset, write_idx
 def one_thread():
     """One intra-op thread for the tiny models of every module that imports this fixture: on a
     shared 2-core machine, OpenMP barriers between two threads cost milliseconds per op (10x
-    slower steps), and one thread loses nothing at these sizes."""
-    before = torch.get_num_threads()
+    slower steps), and one thread loses nothing at these sizes. ``SPIKEFORGE_THREADS`` keeps
+    commands run in-process (``cli.main``) at one thread too."""
+    before, env = torch.get_num_threads(), os.environ.get("SPIKEFORGE_THREADS")
     torch.set_num_threads(1)
+    os.environ["SPIKEFORGE_THREADS"] = "1"
     yield
     torch.set_num_threads(before)
+    if env is None:
+        os.environ.pop("SPIKEFORGE_THREADS", None)
+    else:
+        os.environ["SPIKEFORGE_THREADS"] = env
 
 
 def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,8 @@ print one sentence on stderr and exit with 2, never a traceback: a
 :class:`~spikeforge.errors.SpikeforgeError`, a bad command line (argparse's messages, turned
 into a sentence that points to ``--help``), and an :class:`OSError` that no command caught
 (a file or folder that cannot be read or written: named, with the cause).
+A module with ``THREADS = True`` computes with torch: it gets ``--threads N``, and runs under
+the thread policy of :mod:`spikeforge.threads` (applied before torch is imported).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from . import __version__, commands
+from . import __version__, commands, threads
 from .errors import SpikeforgeError, SpikeforgeWarning
 from .fileio import describe
 
@@ -77,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in _command_modules().items():
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        if getattr(module, "THREADS", False):
+            p.add_argument("--threads", type=int, metavar="N",
+                           help=f"threads for torch and the kernels (default: ${threads.ENV}, "
+                                "else the CPUs this process may use, fewer while other "
+                                "processes keep them busy)")
+        p.set_defaults(_run=module.run, _threads=getattr(module, "THREADS", False))
     return parser
 
 
@@ -103,7 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "_run", None) is None:
             parser.print_help()
             return 0
-        return int(args._run(args) or 0)
+        if not args._threads:
+            return int(args._run(args) or 0)
+        with threads.applied(threads.resolve(args.threads)):
+            return int(args._run(args) or 0)
     except SpikeforgeError as err:
         print(f"spikeforge: error: {err}", file=sys.stderr)
         return 2

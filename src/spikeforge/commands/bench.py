@@ -1,16 +1,19 @@
-"""``spikeforge bench RECIPE``: time a recipe's training and evaluation steps on random data.
+"""``spikeforge bench RECIPE``: time a recipe's training and evaluation steps.
 
     spikeforge bench fc-lif [--batch-size B] [-T T] [--iters N] [--amp] [--device D] [--json]
+                            [--threads N]
 
-The model, loss and optimizer are the recipe's own (``spikeforge recipes``); the data are random
-tensors of the recipe's shape, MNIST-like (81 % zero pixels) for images and 1.5 %-dense binary
-event frames for N-MNIST, so no dataset is needed; for N-MNIST the two convolutions' weights are
-scaled so that the hidden layers fire at ``NMNIST_RATES`` (work that follows the spikes is then
-timed at a trained network's activity, not at the silence of a fresh one). Prints images/s for
-a training step (encode, forward, loss, backward, optimizer step) and an evaluation step (no
-gradient), the peak resident memory of the process, and when the first training step finished
-after launch. ``--device cuda`` times the GPU path (Triton kernels; the peak GPU memory is
-reported beside the process's).
+The model, loss and optimizer are the recipe's own (``spikeforge recipes``). Image recipes run
+on random MNIST-like tensors (81 % zero pixels), so no dataset is needed. N-MNIST runs at real
+activity, since its sparse kernels' work follows the spikes: the first test digits of MNIST
+(``--data-dir``) recorded by the saccade simulator (the recordings ``spikeforge data
+simulate-nmnist`` writes to ``Test/``), framed as in training (Denoise, 1 ms bins), through a
+network trained on simulated N-MNIST (weights in ``bench_nmnist/``, how they were trained in its
+``activity.json``). Prints images/s for a training step (encode, forward, loss, backward,
+optimizer step) and an evaluation step (no gradient), the firing rate of each spiking layer on
+the batch, the thread count, the peak resident memory of the process, and when the first
+training step finished after launch. ``--device cuda`` times the GPU path (Triton kernels; the
+peak GPU memory is reported beside the process's).
 """
 
 from __future__ import annotations
@@ -19,19 +22,19 @@ import argparse
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 HELP = "time a recipe's training and evaluation steps on random data (images/s, peak memory)"
+THREADS = True
 
-#: Fraction of MNIST pixels that are exactly zero, and N-MNIST frame density, for random data.
+#: Fraction of MNIST pixels that are exactly zero, for random images.
 ZERO_PIXELS = 0.81
-EVENT_DENSITY = 0.015
 #: N-MNIST frames per sample when the recipe leaves T to the data (≈ 300 ms at 1 ms bins).
 NMNIST_T = 300
-#: Firing rates (fraction of neuron-steps) of N-MNIST's two hidden layers in the benchmark: at
-#: initialisation random events never make them fire, which would leave the sparse second
-#: convolution nothing to do; a trained net whose outputs fire 20–80 % of steps needs activity.
-NMNIST_RATES = (0.10, 0.25)
+#: Trained nmnist-csnn weights (a checkpoint folder's ``model.safetensors``) and the record of
+#: the run that trained them (``activity.json``).
+TRAINED_NMNIST = Path(__file__).with_name("bench_nmnist")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--data-dir", help="MNIST folder for nmnist-csnn's simulated recordings "
+                        "(default: spikeforge's usual search, then download)")
 
 
 @dataclass
@@ -55,32 +60,57 @@ class Workload:
     train: Any
     evaluate: Any
     model: Any
+    rates: Any
+    restore: Any  # back to the starting weights (their activity), outside the timed steps
 
 
-def random_batch(encoding: str, batch: int, steps: int, seed: int = 0):
-    """(inputs, labels): images ``[B, 1, 28, 28]`` or event frames ``[T, B, 2, 34, 34]``."""
+def random_batch(batch: int, seed: int = 0):
+    """(images ``[B, 1, 28, 28]`` with :data:`ZERO_PIXELS` exact zeros, labels ``[B]``)."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 10, (batch,), generator=g)
-    if encoding == "frames":
-        frames = torch.rand(steps, batch, 2, 34, 34, generator=g) < EVENT_DENSITY
-        return frames.float(), labels
     images = torch.rand(batch, 1, 28, 28, generator=g)
     images[torch.rand(images.shape, generator=g) < ZERO_PIXELS] = 0
     return images, labels
 
 
+def nmnist_batch(batch: int, steps: int, data_dir=None, *, denoise_us: float = 10000.0,
+                 time_window_us: float = 1000.0, download: bool = True):
+    """(frames ``float32 [steps, B, 2, 34, 34]`` (event counts), labels ``[B]``): the saccade
+    simulator's recordings of the first ``batch`` MNIST test digits (seed ``(0, 1)``, as
+    ``spikeforge data simulate-nmnist`` writes ``Test/``), through Tonic's Denoise and ToFrame,
+    zero-padded or cropped to ``steps`` frames. Raises DataError when MNIST cannot be found."""
+    import numpy as np
+    import torch
+
+    from ..data.nmnist import transform_events
+    from ..data.saccade import simulate_saccades
+    from ..data.static import load_dataset
+
+    mnist = load_dataset("mnist", "test", data_dir=data_dir, download=download)
+    n = min(batch, len(mnist))
+    recordings = simulate_saccades(mnist.images[:n].numpy(), range(n), (0, 1))
+    frames = np.zeros((steps, batch, 2, 34, 34), dtype=np.float32)
+    for b in range(batch):
+        f = transform_events(recordings[b % n], denoise_us, time_window_us)[:steps]
+        frames[:len(f), b] = f
+    labels = mnist.labels[:n].long().repeat((batch + n - 1) // n)[:batch]
+    return torch.from_numpy(frames), labels
+
+
 def workload(recipe: str, batch: int | None = None, steps: int | None = None,
-             amp: bool = False, seed: int = 0, device: str = "cpu") -> Workload:
-    """The recipe's model, loss and optimizer with train/evaluate closures on random data, all
-    on ``device``; each closure returns once the device has finished its work."""
+             amp: bool = False, seed: int = 0, data_dir=None,
+             device: str = "cpu") -> Workload:
+    """The recipe's model, loss and optimizer with train/evaluate closures on a fixed batch:
+    random images, or for N-MNIST :func:`nmnist_batch` through the trained weights, all on
+    ``device``; each closure returns once the device has finished its work."""
     import contextlib
 
     import torch
 
     from .. import functional as SF
-    from ..train import build, recipes
+    from ..train import build, checkpoint, recipes
 
     config = recipes.recipe_defaults(recipe)
     if batch is not None:
@@ -95,10 +125,13 @@ def workload(recipe: str, batch: int | None = None, steps: int | None = None,
     model = build.build_model(config).to(dev)
     optimizer = build.build_optimizer(config, model.parameters())
     task = build.build_task(config)
-    x, y = random_batch(config.encoding, config.batch_size, config.T, seed)
-    x, y = x.to(dev), y.to(dev)
     if config.model == "nmnist-csnn":
-        fire_at(model, x, NMNIST_RATES)
+        x, y = nmnist_batch(config.batch_size, config.T, data_dir, denoise_us=config.denoise_us,
+                            time_window_us=config.time_window_us)
+        checkpoint.load_weights(TRAINED_NMNIST, model, config.model)
+    else:
+        x, y = random_batch(config.batch_size, seed)
+    x, y = x.to(dev), y.to(dev)
     generator = torch.Generator(dev).manual_seed(seed)
 
     def outputs():
@@ -126,48 +159,38 @@ def workload(recipe: str, batch: int | None = None, steps: int | None = None,
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
-    return Workload(recipe, config.batch_size, config.T, train_step, eval_step, model)
+    def rates() -> list[float]:
+        return firing_rates(model, lambda: task.run(model, x, generator))
+
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def restore() -> None:
+        model.load_state_dict(start)
+
+    return Workload(recipe, config.batch_size, config.T, train_step, eval_step, model, rates,
+                    restore)
 
 
-def _rate_at(model, sample, conv, base, neuron, log_scale: float) -> float:
-    """Firing rate of ``neuron`` on ``sample`` with ``conv``'s weights = base·2^log_scale."""
+def firing_rates(model, forward) -> list[float]:
+    """Fraction of neuron-steps that spike in each spiking layer of ``model`` (input side
+    first) during ``forward()``, run without gradient."""
     import torch
 
     from .. import functional as SF
-
-    with torch.no_grad():
-        conv.weight.copy_(base * 2.0**log_scale)
-        SF.reset(model)
-        neuron.record = True
-        try:
-            model(sample)
-            return neuron.s_seq.float().mean().item()
-        finally:
-            neuron.record = False
-            SF.reset(model)
-
-
-def fire_at(model, frames, rates: tuple[float, ...], steps: int = 60, batch: int = 8) -> list:
-    """Scale the weights of the model's first convolutions so that the spiking layer after
-    each fires at ``rates[i]`` of its neuron-steps on the start of ``frames`` [T, B, ...]
-    (bisection on log2 of the scale, layer by layer); return the rates reached."""
-    import torch
-
     from ..neuron import SpikingNeuron
 
-    sample = frames[:steps, :batch]
-    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     neurons = [m for m in model.modules() if isinstance(m, SpikingNeuron)]
-    reached = []
-    for conv, neuron, rate in zip(convs, neurons, rates, strict=False):
-        base = conv.weight.detach().clone()
-        lo, hi = 0.0, 8.0
-        for _ in range(14):
-            mid = (lo + hi) / 2
-            below = _rate_at(model, sample, conv, base, neuron, mid) < rate
-            lo, hi = (mid, hi) if below else (lo, mid)
-        reached.append(_rate_at(model, sample, conv, base, neuron, hi))
-    return reached
+    SF.reset(model)
+    for neuron in neurons:
+        neuron.record = True
+    try:
+        with torch.no_grad():
+            forward()
+        return [n.s_seq.float().mean().item() for n in neurons]
+    finally:
+        for neuron in neurons:
+            neuron.record = False
+        SF.reset(model)
 
 
 def peak_rss_mib() -> float:
@@ -202,15 +225,22 @@ def process_age() -> float:
 
 
 def measure(w: Workload, iters: int) -> dict[str, float]:
-    """Median seconds per train and eval step over ``iters`` steps each (after one warm-up)."""
+    """Median seconds per train and eval step over ``iters`` steps each (after one warm-up);
+    the weights go back to their start after each step (so the activity stays that of the
+    batch's trained net), and the thread count follows the load between steps as in training
+    (:func:`threads.adapt`)."""
     import statistics
+
+    from .. import threads
 
     def median(fn) -> float:
         times = []
         for _ in range(iters):
+            threads.adapt()
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
+            w.restore()
         return statistics.median(times)
 
     t_train, t_eval = median(w.train), median(w.evaluate)
@@ -218,34 +248,49 @@ def measure(w: Workload, iters: int) -> dict[str, float]:
             "train_s": t_train, "eval_s": t_eval}
 
 
+def _policy(threads) -> str:
+    policy = threads.current()
+    return policy.describe() if policy else "torch default"
+
+
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import threads
     from ..errors import ConfigError
     from ..train.build import resolve_device
 
     if args.iters < 1:
         raise ConfigError(f"--iters must be >= 1, got {args.iters}.")
     device = resolve_device(args.device)
-    w = workload(args.recipe, args.batch_size, args.T, args.amp, device=str(device))
+    w = workload(args.recipe, args.batch_size, args.T, args.amp, data_dir=args.data_dir,
+                 device=str(device))
+    threads.adapt(force=True)
     t0 = time.perf_counter()
     w.train()
     first_step = time.perf_counter() - t0
     launch_to_first = process_age()
+    w.restore()
+    rates = w.rates()
     w.evaluate()
     result = {"recipe": w.recipe, "batch": w.batch, "T": w.steps, "amp": args.amp,
               "device": str(device), **measure(w, args.iters), "first_step_s": first_step,
-              "first_step_after_launch_s": launch_to_first, "peak_rss_mib": peak_rss_mib()}
+              "first_step_after_launch_s": launch_to_first, "peak_rss_mib": peak_rss_mib(),
+              "threads": torch.get_num_threads(), "threads_policy": _policy(threads),
+              "firing_rates": rates}
     if device.type == "cuda":
-        import torch
-
         result["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     where = "" if device.type == "cpu" else f", on {device}"
     print(f"{w.recipe}: batch {w.batch}, T {w.steps}{', bf16 autocast' if args.amp else ''}"
-          f"{where}")
+          f"{where}, threads {result['threads']} ({result['threads_policy']})")
     print(f"  train  {result['train_img_s']:10.1f} img/s   ({result['train_s'] * 1e3:.1f} ms/step)")
     print(f"  eval   {result['eval_img_s']:10.1f} img/s   ({result['eval_s'] * 1e3:.1f} ms/step)")
+    print("  firing rates " + ", ".join(f"layer {i + 1} {r:.3f}"
+                                        for i, r in enumerate(result["firing_rates"]))
+          + " (spikes per neuron and step)")
     print(f"  peak memory {result['peak_rss_mib']:.0f} MiB; first training step "
           f"{first_step:.2f} s, done {launch_to_first:.1f} s after launch")
     if "peak_cuda_mib" in result:

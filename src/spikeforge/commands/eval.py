@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 HELP = "test accuracy and loss of a trained run's best (or last) checkpoint"
+THREADS = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,6 +24,7 @@ import argparse
 import math
 
 HELP = "figures of one test sample's recorded activity (--index I) or a prediction grid (--grid N)"
+THREADS = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 HELP = "firing rate of each output neuron and the predicted class for one test image"
+THREADS = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

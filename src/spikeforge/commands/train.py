@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 
 HELP = "train a recipe (fc-lif, csnn, nmnist-csnn, rleaky, rleaky-membrane) into a run directory"
+THREADS = True
 
 #: flag destination -> TrainConfig field
 FIELDS = {"T": "T", "device": "device", "batch_size": "batch_size", "epochs": "epochs",
@@ -66,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from ..train.trainer import Dist, fit, resume_config
 
     if args.nproc is not None and not distributed.launched_by_torchrun():
-        return distributed.launch(args.nproc, distributed.strip_nproc(args.argv))
+        return distributed.launch(args.nproc, distributed.strip_nproc(args.argv),
+                                  args.threads)
 
     overrides = {field: getattr(args, dest) for dest, field in FIELDS.items()}
     if args.resume:

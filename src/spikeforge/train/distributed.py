@@ -26,6 +26,7 @@ import torch
 import torch.distributed as torch_dist
 from torch import Tensor, nn
 
+from .. import threads
 from ..errors import ConfigError
 from .trainer import Dist
 
@@ -65,14 +66,40 @@ def teardown() -> None:
         torch_dist.destroy_process_group()
 
 
-def launch(nproc: int, argv: Sequence[str]) -> int:
+def worker_env(nproc: int, threads_flag: int | None = None,
+               environ: dict[str, str] | None = None) -> tuple[dict[str, str], str | None]:
+    """The environment of each of ``nproc`` workers and a one-sentence warning (or None).
+
+    The available CPUs are split between the workers (2 CPUs, ``--nproc 2``: 1 thread each);
+    a count the user fixed (``--threads``, ``SPIKEFORGE_THREADS``, ``OMP_NUM_THREADS``) is
+    passed on as ``SPIKEFORGE_THREADS``. ``OMP_NUM_THREADS`` is always set, so torchrun does
+    not replace it with 1.
+    """
+    env = dict(os.environ if environ is None else environ)
+    policy = threads.resolve(threads_flag, env, processes=nproc)
+    if policy.fixed:
+        env[threads.ENV] = str(policy.threads)
+    env["OMP_NUM_THREADS"] = str(policy.threads)
+    warning = None
+    if nproc * policy.threads > policy.cpus:
+        warning = (f"--nproc {nproc} runs {nproc * policy.threads} threads on the "
+                   f"{policy.cpus} CPUs this process may use, so they will wait for each other; "
+                   f"use --nproc {max(1, policy.cpus // policy.threads)} or fewer.")
+    return env, warning
+
+
+def launch(nproc: int, argv: Sequence[str], threads_flag: int | None = None) -> int:
     """``spikeforge train --nproc N ...``: run ``torchrun --standalone`` with N processes on this
-    machine, each running ``spikeforge <argv>``; returns torchrun's exit status."""
+    machine, each running ``spikeforge <argv>`` with its share of the CPUs (:func:`worker_env`);
+    returns torchrun's exit status."""
     if nproc < 1:
         raise ConfigError(f"--nproc must be a positive integer, got {nproc}.")
+    env, warning = worker_env(nproc, threads_flag)
+    if warning:
+        print(f"spikeforge: warning: {warning}", file=sys.stderr, flush=True)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={nproc}", "-m", "spikeforge", *argv]
-    return subprocess.call(command)
+    return subprocess.call(command, env=env)
 
 
 def strip_nproc(argv: Sequence[str]) -> list[str]:

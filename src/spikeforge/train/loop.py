@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as SF
+from .. import threads
 from ..errors import SpikeforgeError
 from .build import Task
 from .progress import EpochProgress
@@ -102,6 +103,7 @@ def train_one_epoch(
     start = time.perf_counter()
     with EpochProgress(title, num_batches, enabled=show_progress) as progress:
         for i, (x, y) in enumerate(batches, 1):
+            threads.adapt()
             spikes, membrane = _outputs(task, model, x, generator, device, amp_dtype)
             loss = task.loss(spikes, membrane, y)
             optimizer.zero_grad(set_to_none=True)
@@ -149,6 +151,7 @@ def evaluate(
     start = time.perf_counter()
     with EpochProgress(title, num_batches, enabled=show_progress, stream=stream) as progress:
         for i, (x, y) in enumerate(batches, 1):
+            threads.adapt()
             spikes, membrane = _outputs(task, model, x, generator, device, amp_dtype)
             SF.reset(model)
             totals[0] += task.loss(spikes, membrane, y).double() * len(y)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .. import __version__
+from .. import __version__, threads
 from .. import functional as SF
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write, writing
@@ -43,12 +43,17 @@ METRICS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "train_i
            "test_img_per_s", "lr", "seconds", "test_images", "test_set_images")
 #: The columns that are not TensorBoard scalars (the step, and the test set's extent).
 NOT_SCALARS = ("epoch", "test_images", "test_set_images")
-META_KEYS = ("format", "spikeforge_version", "torch_version")
+META_KEYS = ("format", "spikeforge_version", "torch_version", "threads", "threads_policy")
 
 
 def write_config(run_dir: Path, config: TrainConfig) -> None:
+    """``config.json``: the settings, the versions, and the thread count the run starts with
+    (``threads``) with where it came from (``threads_policy``, see :mod:`spikeforge.threads`)."""
+    policy = threads.current()
     data = {"format": RUN_FORMAT, "spikeforge_version": __version__,
-            "torch_version": torch.__version__, **config.to_dict()}
+            "torch_version": torch.__version__, "threads": torch.get_num_threads(),
+            "threads_policy": policy.describe() if policy else "torch default",
+            **config.to_dict()}
     atomic_write(run_dir / CONFIG, json.dumps(data, indent=2) + "\n")
 
 

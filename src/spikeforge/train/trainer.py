@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .. import threads
 from ..errors import CheckpointError, ConfigError
 from ..fileio import writing
 from . import checkpoint
@@ -162,6 +163,7 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         checkpoint.set_rng_state(state["rng"])
         history, best_acc, done = state["history"], state["best_acc"], state["epoch"]
     model = dist.wrap(net)
+    threads.adapt(force=True)  # config.json records the count the first batch runs with
 
     writer = None
     if dist.is_main:
@@ -179,6 +181,9 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         else:
             log(f"run directory: {out_dir}" + (f" (resumed after epoch {done})" if resume
                                                 else ""))
+        policy = threads.current()
+        if policy is not None:
+            log(f"threads: {torch.get_num_threads()} ({policy.describe()})")
         if done >= config.epochs:
             log(f"{out_dir} already finished {done} of {config.epochs} epochs; nothing to do "
                 "(raise --epochs to train longer).")
