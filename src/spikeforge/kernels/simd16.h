@@ -1,13 +1,14 @@
 // Vectors of 16 floats for the CPU kernels, in GCC/Clang vector extensions: one source that the
 // compiler maps onto whatever -march offers. A vf is NP native vectors of W floats: one AVX-512
 // register, two AVX/AVX2 registers, or four SSE2 or NEON registers (the target picks only that
-// width). Every operation is plain vector arithmetic, so no instruction set gets a path of its
-// own, except the fused multiply-add, which compilers do not offer on vector types and which
-// -ffp-contract=off (kept for bit-exact neuron steps) forbids them to form: vfma is each
-// target's one FMA instruction (AVX-512F, x86 FMA with AVX, AArch64 NEON), and a multiply then
-// an add where there is none (x86-64 without FMA, 32-bit ARM, others; a call to fmaf per lane
-// there would cost more than the rest of the kernel). Results on such CPUs differ from the fused
-// ones by rounding only; all other operations round the same on every target.
+// width). All arithmetic is plain vector code, so no instruction set gets a path of its own.
+// Two operations that compilers do not form from vector code are each target's own instruction:
+// the fused multiply-add (vfma; GCC offers none on vector types, and -ffp-contract=off, kept for
+// bit-exact neuron steps, forbids forming one) and the lane mask as bits (vbits). Every target
+// has both: FMA is AVX-512F, x86 FMA with AVX, or AArch64 NEON, and a multiply then an add where
+// there is none (x86-64 without FMA, 32-bit ARM, others; a call to fmaf per lane there would
+// cost more than the rest of the kernel); results on such CPUs differ from the fused ones by
+// rounding only, all other operations round the same on every target.
 #pragma once
 #include <stdint.h>
 #include <string.h>
@@ -19,7 +20,7 @@
 #else
 #define SF_VBYTES 16
 #endif
-#if defined(__AVX512F__) || (defined(__AVX__) && defined(__FMA__))
+#if defined(__SSE2__)
 #include <immintrin.h>
 #elif defined(__aarch64__)
 #include <arm_neon.h>
@@ -143,10 +144,28 @@ static inline bool vany(vi m) {
     for (int i = 0; i < SF_VBYTES / 8; ++i) r |= w[i];
     return r != 0;
 }
-// Bit i set where lane i of m is set: the lanes narrowed to bytes (0 or 0xFF), then each 8 bytes'
-// low bits gathered into one byte by a multiplication (bit i of (x·0x0102040810204080) >> 56 is
-// the low bit of byte i of x when every byte of x is 0 or 1; the partial products never overlap).
+// Bit i set where lane i of m is set. Like vfma, each target's own instructions (AVX-512 mask
+// compare, AVX and SSE2 movemask, NEON add across lanes of the masked bit weights); elsewhere the
+// lanes narrowed to bytes (0 or 0xFF), whose low bits a multiplication gathers 8 at a time: bit i of
+// (x·0x0102040810204080) >> 56 is the low bit of byte i of x when every byte of x is 0 or 1, as
+// the partial products never overlap.
 static inline uint32_t vbits(vi m) {
+#if defined(__AVX512F__)
+    return _mm512_cmpneq_epi32_mask((__m512i)m.p[0], _mm512_setzero_si512());
+#elif defined(__AVX__)
+    uint32_t r = 0;
+    for (int k = 0; k < NP; ++k) r |= (uint32_t)_mm256_movemask_ps((__m256)m.p[k]) << (k * W);
+    return r;
+#elif defined(__SSE2__)
+    uint32_t r = 0;
+    for (int k = 0; k < NP; ++k) r |= (uint32_t)_mm_movemask_ps((__m128)m.p[k]) << (k * W);
+    return r;
+#elif defined(__aarch64__)
+    const uint32x4_t weight = {1, 2, 4, 8};
+    uint32_t r = 0;
+    for (int k = 0; k < NP; ++k) r |= vaddvq_u32(vandq_u32((uint32x4_t)m.p[k], weight)) << (4 * k);
+    return r;
+#else
     uint8_t bytes[L];
     for (int k = 0; k < NP; ++k) {
         const vbn b = __builtin_convertvector(m.p[k], vbn);
@@ -159,6 +178,7 @@ static inline uint32_t vbits(vi m) {
         r |= (uint32_t)(((x & 0x0101010101010101ull) * 0x0102040810204080ull) >> 56) << (8 * w);
     }
     return r;
+#endif
 }
 // Lanes of an integer vector (0 .. 255) as L bytes at out.
 static inline void vstore_bytes(uint8_t* out, vi v) {
