@@ -26,8 +26,11 @@
 typedef int64_t i64;
 
 // KROWS: kernel rows of the input gradient done per pass over a window's winners, so that the
-// weight rows those passes read (O·KROWS·K·C floats) stay in the L1 cache.
-enum { KMAX = 7, KROWS = 3 };
+// weight rows those passes read (O·KROWS·K·C floats) stay in the L1 cache. NCMAX: vectors of 16
+// output channels whose four window positions (or kernel taps) are summed in registers at once;
+// NCHMAX: chunks of 16 floats per kernel row in the input gradient's registers. Both fewer where
+// a vf takes several registers (simd16.h's NP), so the accumulators fit in the register file.
+enum { KMAX = 7, KROWS = 3, NCMAX = NP == 1 ? 2 : 1, NCHMAX = 4 / NP };
 
 // max-pool of four values with the index of the winner (first maximum wins, NaN propagates),
 // written to m[0..n) and arg[0..16) (either may be NULL)
@@ -424,8 +427,8 @@ static void forward_sample(const Sample& s, const float* wext, const float* bias
         forward_scatter(s, wext, bias, outn, argn);
         return;
     }
-    for (i64 o0 = 0; o0 < OP; o0 += 2 * L) {
-        if (OP - o0 >= 2 * L)
+    for (i64 o0 = 0; o0 < OP; o0 += NCMAX * L) {
+        if (NCMAX == 2 && OP - o0 >= 2 * L)
             forward_channels<2>(s, wext, bias, o0, outn, argn);
         else
             forward_channels<1>(s, wext, bias, o0, outn, argn);
@@ -553,8 +556,8 @@ static void input_grad(const Geometry& g, const float* gn, const uint8_t* an, co
                     if (!count[q]) continue;
                     const i64 oy = 2 * py + (q >> 1), ox = 2 * px + (q & 1);
                     float* dst = gxbuf + (oy * WP + ox) * C;
-                    for (i64 k0 = 0; k0 < nchunks; k0 += 4) {
-                        const int nch = (int)(nchunks - k0 < 4 ? nchunks - k0 : 4);
+                    for (i64 k0 = 0; k0 < nchunks; k0 += NCHMAX) {
+                        const int nch = (int)(nchunks - k0 < NCHMAX ? nchunks - k0 : NCHMAX);
                         window_grad(rows, nch)(list + q * O, gval + q * O, count[q], wrow, K, ky0,
                                                RP, k0, dst, WP * C, K * C);
                     }
@@ -575,7 +578,7 @@ static void input_grad(const Geometry& g, const float* gn, const uint8_t* an, co
 // Stores once per tap instead of once per input and window position.
 static void weight_grad_taps(const Sample& s, const float* gpad, const uint8_t* an, float* G,
                              int32_t* idx, int32_t* cstart, float* gwext) {
-    enum { K = 5, NC = 2 };
+    enum { K = 5, NC = 2, NCT = NCMAX };  // NC vectors of outputs, NCT of them per pass
     const Geometry& g = s.g;
     const i64 OP = g.OP, KE = g.KE, YH = 2 * g.PH, XW = 2 * g.PW, XG = XW + 2 * (K - 1);
     for (i64 y = 0; y < YH; ++y) {
@@ -606,23 +609,25 @@ static void weight_grad_taps(const Sample& s, const float* gpad, const uint8_t* 
     cstart[0] = 0;
     for (i64 c = 0; c < g.C; ++c) {
         for (i64 ky = 0; ky < K; ++ky) {
-            vf acc[K][NC];
-            for (int kx = 0; kx < K; ++kx)
-                for (int j = 0; j < NC; ++j) acc[kx][j] = vzero();
-            for (i64 k = cstart[c]; k < cstart[c + 1]; ++k) {
-                const Entry& en = s.entries[idx[2 * k]];
-                const i64 y = idx[2 * k + 1] - ky;
-                if (y < 0 || y >= YH || en.col >= XW + K - 1) continue;
-                const float* src = G + (y * XG + en.col + K - 1) * OP;
-                const vf v = vset(en.v);
+            for (int j0 = 0; j0 < NC; j0 += NCT) {
+                vf acc[K][NCT];
                 for (int kx = 0; kx < K; ++kx)
-                    for (int j = 0; j < NC; ++j)
-                        acc[kx][j] = vfma(v, vload(src - kx * OP + j * L), acc[kx][j]);
+                    for (int j = 0; j < NCT; ++j) acc[kx][j] = vzero();
+                for (i64 k = cstart[c]; k < cstart[c + 1]; ++k) {
+                    const Entry& en = s.entries[idx[2 * k]];
+                    const i64 y = idx[2 * k + 1] - ky;
+                    if (y < 0 || y >= YH || en.col >= XW + K - 1) continue;
+                    const float* src = G + (y * XG + en.col + K - 1) * OP + j0 * L;
+                    const vf v = vset(en.v);
+                    for (int kx = 0; kx < K; ++kx)
+                        for (int j = 0; j < NCT; ++j)
+                            acc[kx][j] = vfma(v, vload(src - kx * OP + j * L), acc[kx][j]);
+                }
+                float* d = gwext + (c * KE + ky + 1) * KE * OP + OP + j0 * L;
+                for (int kx = 0; kx < K; ++kx)
+                    for (int j = 0; j < NCT; ++j)
+                        vstore(d + kx * OP + j * L, vadd(vload(d + kx * OP + j * L), acc[kx][j]));
             }
-            float* d = gwext + (c * KE + ky + 1) * KE * OP + OP;
-            for (int kx = 0; kx < K; ++kx)
-                for (int j = 0; j < NC; ++j)
-                    vstore(d + kx * OP + j * L, vadd(vload(d + kx * OP + j * L), acc[kx][j]));
         }
     }
 }
@@ -682,8 +687,8 @@ struct Layer {
         } else if (gw && g.K == 5 && OP == 2 * L) {
             weight_grad_taps(smp, gpad, an, tapg, tapidx, tapstart, gw);
         } else if (gw) {
-            for (i64 o0 = 0; o0 < OP; o0 += 2 * L) {
-                if (OP - o0 >= 2 * L)
+            for (i64 o0 = 0; o0 < OP; o0 += NCMAX * L) {
+                if (NCMAX == 2 && OP - o0 >= 2 * L)
                     weight_grad_channels<2>(smp, gpad, an, o0, gw);
                 else
                     weight_grad_channels<1>(smp, gpad, an, o0, gw);
