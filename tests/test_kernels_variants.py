@@ -19,6 +19,7 @@ import test_kernels_sparse as sparse_tests
 import torch
 from torch import nn
 
+from spikeforge.errors import ConfigError
 from spikeforge.kernels import build, cpu, neuron_pool, poisson, rleaky, sparse
 
 KERNELS = Path(sparse.__file__).parent
@@ -99,3 +100,37 @@ def test_poisson_linear_equals_encoding(variant):
     poisson_tests.test_forward_draws_the_encoders_spikes(3, 784, 10, 4)
     poisson_tests.test_forward_draws_the_encoders_spikes(4, 50, 21, 3)
     poisson_tests.test_weight_gradient_equals_the_dense_layers(21)
+
+
+def test_arch_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv(build.ARCH_ENV, raising=False)
+    assert build.arch() == "native"
+    monkeypatch.setenv(build.ARCH_ENV, "x86-64-v3")
+    assert build.arch() == "x86-64-v3"
+    assert build.flag_sets(build.arch())[0][-2:] == ("-march=x86-64-v3", "-fopenmp")
+    assert all("-march=x86-64-v3" in f for f in build.flag_sets("x86-64-v3"))  # never dropped
+    monkeypatch.setenv(build.ARCH_ENV, "native; rm -rf /")
+    with pytest.raises(ConfigError, match=build.ARCH_ENV):
+        build.arch()
+
+
+def test_a_compiler_without_openmp_still_builds(monkeypatch, tmp_path):
+    """A compiler that rejects -fopenmp (as Apple clang does) gets the single-threaded build,
+    still with -march=native."""
+    cxx = build.shutil.which("g++") or build.shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler here")
+    fake = tmp_path / "cxx-without-openmp"
+    fake.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && exit 1; done\n'
+                    f'exec {cxx} "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("CXX", str(fake))
+    monkeypatch.setenv("SPIKEFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    src = tmp_path / "k.cpp"
+    src.write_text('#ifdef _OPENMP\nextern "C" int threaded() { return 1; }\n#else\n'
+                   'extern "C" int threaded() { return 0; }\n#endif\n'
+                   '#ifdef __AVX2__\nextern "C" int avx2() { return 1; }\n#endif\n')
+    lib = build.load(src, "native")
+    assert lib.threaded() == 0
+    if "avx2" in _cpu_flags():  # -march=native kept: the baseline x86-64 has no AVX2
+        assert lib.avx2() == 1
