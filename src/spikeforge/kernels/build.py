@@ -7,7 +7,7 @@ is one ``g++`` call of about a second (no PyTorch headers are compiled); a warm 
 the file. The library is written under a temporary name and renamed, so concurrent processes
 never load half a file.
 
-The sources are portable C++ (GCC/Clang vector extensions, no intrinsics): ``-march`` picks the
+The sources are portable C++ (GCC/Clang vector extensions, simd16.h): ``-march`` picks the
 instruction set. It is ``native`` unless ``$SPIKEFORGE_KERNEL_ARCH`` names another ``-march``
 value (``x86-64-v3`` for AVX2/FMA, ``x86-64`` for SSE2 only, ``armv8-a``…), which tests and
 benchmarks use to run the kernels a CPU without AVX-512 would get. Each build tries, in order:
