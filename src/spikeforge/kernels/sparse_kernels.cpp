@@ -58,6 +58,16 @@ static inline void for_nonzero(const float* x, i64 n, F f) {
             m &= m - 1;
         }
     }
+    if (i < n && n >= L) {  // the tail as the last L floats, less those already seen
+        const i64 t = n - L;
+        uint32_t m = vbits(vnonzero(vload(x + t))) >> (i - t);
+        while (m) {
+            const int b = __builtin_ctz(m);
+            f(i + b, x[i + b]);
+            m &= m - 1;
+        }
+        return;
+    }
     for (; i < n; ++i)
         if (x[i] != 0.0f) f(i, x[i]);
 }
@@ -67,6 +77,7 @@ static inline uint64_t nonzero_bits(const float* x, i64 n) {
     uint64_t m = 0;
     i64 j = 0;
     for (; j + L <= n; j += L) m |= (uint64_t)vbits(vnonzero(vload(x + j))) << j;
+    if (j < n && n >= L) return m | (uint64_t)vbits(vnonzero(vload(x + n - L))) << (n - L);
     for (; j < n; ++j) m |= (uint64_t)(x[j] != 0.0f) << j;
     return m;
 }
