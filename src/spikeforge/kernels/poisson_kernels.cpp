@@ -11,16 +11,14 @@
 //                         the first Linear layer fed straight from the draws, no spike tensor.
 // poisson_linear_backward ∂L/∂W[o, f] = Σ_{t, k: feat[k] = f} S[t, k]·∂L/∂I[t, b(k), o].
 // Weights and gradients are [F, OP]: transposed, the output axis padded to OP (a multiple of 16)
-// with zeros, so one sample's row is whole SIMD vectors.
+// with zeros, so one sample's row is whole 16-lane vectors (simd16.h).
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
+#include "simd16.h"
 
 typedef int64_t i64;
 
@@ -93,27 +91,21 @@ static void linear_forward(const int32_t* feat, const uint32_t* q, const i64* st
                 const i64 lo = k0 > 4 * j ? k0 : 4 * j, hi = k1 < 4 * j + 4 ? k1 : 4 * j + 4;
                 for (i64 t = 0; t < T; ++t) {
                     const uint64_t bits = draw(seed, words, t, j);
-                    float* __restrict a = acc + t * OP;
-#ifdef __AVX512F__
-                    if (LP == 16) {
-                        __m512 v = _mm512_load_ps(a);
-                        for (i64 k = lo; k < hi; ++k) {
-                            const uint32_t r = (uint32_t)(bits >> (16 * (k - 4 * j))) & 0xFFFFu;
-                            const bool s = r < q[k];
-                            if (spk) spk[k * T + t] = (uint8_t)s;
-                            v = _mm512_mask_add_ps(v, (__mmask16)(0u - (uint32_t)s), v,
-                                                   _mm512_load_ps(wt + (i64)feat[k] * 16));
-                        }
-                        _mm512_store_ps(a, v);
-                        continue;
-                    }
-#endif
+                    int32_t on[4];  // all ones where pixel k fires
                     for (i64 k = lo; k < hi; ++k) {
                         const uint32_t r = (uint32_t)(bits >> (16 * (k - 4 * j))) & 0xFFFFu;
                         const bool s = r < q[k];
                         if (spk) spk[k * T + t] = (uint8_t)s;
-                        const float* __restrict w = wt + (i64)feat[k] * OP;
-                        for (i64 o = 0; o < OP; ++o) a[o] += s ? w[o] : 0.0f;
+                        on[k - lo] = -(int32_t)s;
+                    }
+                    float* a = acc + t * OP;
+                    for (i64 o = 0; o < OP; o += L) {
+                        vf v = vload(a + o);
+                        for (i64 k = lo; k < hi; ++k) {
+                            const vf w = vload(wt + (i64)feat[k] * OP + o);
+                            v = vadd(v, vmask(vint(on[k - lo]), w));
+                        }
+                        vstore(a + o, v);
                     }
                 }
             }
@@ -148,7 +140,6 @@ static void linear_backward(const int32_t* feat, const i64* start, i64 B, i64 T,
         float* gw = parts;
 #endif
         float* gb = (float*)aligned_alloc(64, sizeof(float) * T * OP);
-        float* a = (float*)aligned_alloc(64, sizeof(float) * OP);
 #pragma omp for schedule(static)
         for (i64 b = 0; b < B; ++b) {
             for (i64 t = 0; t < T; ++t) {
@@ -157,28 +148,15 @@ static void linear_backward(const int32_t* feat, const i64* start, i64 B, i64 T,
             }
             for (i64 k = start[b]; k < start[b + 1]; ++k) {
                 const uint8_t* s = spk + k * T;
-#ifdef __AVX512F__
-                if (LP == 16) {
-                    __m512 v = _mm512_setzero_ps();
+                float* dst = gw + (i64)feat[k] * OP;
+                for (i64 o = 0; o < OP; o += L) {
+                    vf v = vzero();
                     for (i64 t = 0; t < T; ++t)
-                        v = _mm512_mask_add_ps(v, (__mmask16)(0u - (uint32_t)s[t]), v,
-                                               _mm512_load_ps(gb + t * 16));
-                    float* dst = gw + (i64)feat[k] * 16;
-                    _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), v));
-                    continue;
+                        v = vadd(v, vmask(vint(-(int32_t)s[t]), vload(gb + t * OP + o)));
+                    vstore(dst + o, vadd(vload(dst + o), v));
                 }
-#endif
-                memset(a, 0, sizeof(float) * OP);
-                for (i64 t = 0; t < T; ++t) {
-                    const float* __restrict gt = gb + t * OP;
-                    const bool on = s[t] != 0;
-                    for (i64 o = 0; o < OP; ++o) a[o] += on ? gt[o] : 0.0f;
-                }
-                float* __restrict dst = gw + (i64)feat[k] * OP;
-                for (i64 o = 0; o < OP; ++o) dst[o] += a[o];
             }
         }
-        free(a);
         free(gb);
     }
 }

@@ -22,7 +22,7 @@ nonzero inputs.
   and the first layer's membrane every :data:`SEGMENT` steps reach memory; backward recomputes
   the first layer (from its few events) segment by segment.
 
-The kernels (``sparse_kernels.cpp``, AVX-512 where the CPU has it) are compiled on first use, see
+The kernels (``sparse_kernels.cpp``, portable vectors of simd16.h) are compiled on first use, see
 :mod:`.build`. Results equal the dense layers up to float summation order (the Leaky steps
 bit-identical to the CPU neuron kernel); both functions return None where the kernels do not
 apply, so callers fall back to their dense layers.

@@ -10,7 +10,7 @@
 // gradient is scattered from the PH·PW·O pooled gradients, the weight gradient gathers them at
 // the nonzero inputs (per window, by scatter, or per tap with the sums in registers), the bias
 // gradient is their sum. Outputs and gradients are channels-last ([N, PH, PW, O], [N, H, W, C]); the input may be
-// NCHW or NHWC. Channel vectors are padded to 16 lanes (one AVX-512 register) internally.
+// NCHW or NHWC. Channel vectors are padded to 16 lanes (simd16.h's vf) internally.
 // scp_forward/scp_backward run one layer; block_forward/block_backward run N-MNIST's hidden net
 // (two Conv-MaxPool-Leaky blocks and a Linear) as one pass per sample.
 #include <math.h>
@@ -21,104 +21,53 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-#include <immintrin.h>
-#define SF_AVX512 1
-#endif
+#include "simd16.h"
 
 typedef int64_t i64;
 
 // KROWS: kernel rows of the input gradient done per pass over a window's winners, so that the
-// weight rows those passes read (O·KROWS·K·C floats) stay in the L1 cache.
-enum { L = 16, KMAX = 7, KROWS = 3 };
+// weight rows those passes read (O·KROWS·K·C floats) stay in the L1 cache. NCMAX: vectors of 16
+// output channels whose four window positions (or kernel taps) are summed in registers at once;
+// NCHMAX: chunks of 16 floats per kernel row in the input gradient's registers. Both fewer where
+// a vf takes several registers (simd16.h's NP), so the accumulators fit in the register file.
+enum { KMAX = 7, KROWS = 3, NCMAX = NP == 1 ? 2 : 1, NCHMAX = 4 / NP };
 
-#ifdef SF_AVX512
-typedef __m512 vf;
-static inline __mmask16 lanes(i64 n) { return (__mmask16)(n >= L ? 0xFFFF : (1u << n) - 1); }
-static inline vf vzero() { return _mm512_setzero_ps(); }
-static inline vf vset(float a) { return _mm512_set1_ps(a); }
-static inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
-static inline vf vload_n(const float* p, i64 n) { return _mm512_maskz_loadu_ps(lanes(n), p); }
-static inline void vstore(float* p, vf v) { _mm512_storeu_ps(p, v); }
-static inline void vstore_n(float* p, vf v, i64 n) { _mm512_mask_storeu_ps(p, lanes(n), v); }
-static inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
-static inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
-// v where arg[lane] == q, else 0
-static inline vf vwhere(const uint8_t* arg, int q, vf v) {
-    const __m128i a = _mm_loadu_si128((const __m128i*)arg);
-    return _mm512_maskz_mov_ps(_mm_cmpeq_epi8_mask(a, _mm_set1_epi8((char)q)), v);
-}
-// max-pool of four values with the index of the winner, written to m[0..n) and arg[0..16)
-// (either may be NULL)
+// max-pool of four values with the index of the winner (first maximum wins, NaN propagates),
+// written to m[0..n) and arg[0..16) (either may be NULL)
 static inline void vpool4(const vf* win, float* m, uint8_t* arg, i64 n) {
     vf best = win[0];
-    __m512i a = _mm512_setzero_si512();
+    vi a = vint(0);
     for (int q = 1; q < 4; ++q) {
-        const vf v = win[q];
-        const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
-                               _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-        best = _mm512_mask_mov_ps(best, take, v);
-        a = _mm512_mask_mov_epi32(a, take, _mm512_set1_epi32(q));
+        const vi take = vgreater_or_nan(win[q], best);
+        best = vselect(take, win[q], best);
+        a = vselect_int(take, vint(q), a);
     }
     if (m) vstore_n(m, best, n);
-    if (arg) _mm_storeu_si128((__m128i*)arg, _mm512_cvtepi32_epi8(a));
+    if (arg) vstore_bytes(arg, a);
 }
-#else
-struct vf {
-    float x[L];
-};
-static inline vf vzero() { vf r; for (int i = 0; i < L; ++i) r.x[i] = 0.0f; return r; }
-static inline vf vset(float a) { vf r; for (int i = 0; i < L; ++i) r.x[i] = a; return r; }
-static inline vf vload(const float* p) { vf r; memcpy(r.x, p, sizeof(r.x)); return r; }
-static inline vf vload_n(const float* p, i64 n) {
-    vf r = vzero();
-    for (i64 i = 0; i < n && i < L; ++i) r.x[i] = p[i];
-    return r;
-}
-static inline void vstore(float* p, vf v) { memcpy(p, v.x, sizeof(v.x)); }
-static inline void vstore_n(float* p, vf v, i64 n) {
-    for (i64 i = 0; i < n && i < L; ++i) p[i] = v.x[i];
-}
-static inline vf vadd(vf a, vf b) { for (int i = 0; i < L; ++i) a.x[i] += b.x[i]; return a; }
-static inline vf vfma(vf a, vf b, vf c) {
-    for (int i = 0; i < L; ++i) c.x[i] = fmaf(a.x[i], b.x[i], c.x[i]);
-    return c;
-}
-static inline vf vwhere(const uint8_t* arg, int q, vf v) {
-    for (int i = 0; i < L; ++i) v.x[i] = arg[i] == q ? v.x[i] : 0.0f;
-    return v;
-}
-static inline void vpool4(const vf* win, float* m, uint8_t* arg, i64 n) {
-    for (int i = 0; i < L; ++i) {
-        float best = win[0].x[i];
-        uint8_t a = 0;
-        for (uint8_t q = 1; q < 4; ++q) {
-            const float v = win[q].x[i];
-            if (v > best || v != v) {
-                best = v;
-                a = q;
-            }
-        }
-        if (m && i < n) m[i] = best;
-        if (arg) arg[i] = a;
-    }
-}
-#endif
 
 // Calls f(i, x[i]) for every nonzero (or NaN) x[i], i < n, in increasing i.
 template <class F>
 static inline void for_nonzero(const float* x, i64 n, F f) {
     i64 i = 0;
-#ifdef SF_AVX512
     for (; i + L <= n; i += L) {
-        unsigned m = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        uint32_t m = vbits(vnonzero(vload(x + i)));
         while (m) {
             const int b = __builtin_ctz(m);
             f(i + b, x[i + b]);
             m &= m - 1;
         }
     }
-#endif
+    if (i < n && n >= L) {  // the tail as the last L floats, less those already seen
+        const i64 t = n - L;
+        uint32_t m = vbits(vnonzero(vload(x + t))) >> (i - t);
+        while (m) {
+            const int b = __builtin_ctz(m);
+            f(i + b, x[i + b]);
+            m &= m - 1;
+        }
+        return;
+    }
     for (; i < n; ++i)
         if (x[i] != 0.0f) f(i, x[i]);
 }
@@ -127,14 +76,9 @@ static inline void for_nonzero(const float* x, i64 n, F f) {
 static inline uint64_t nonzero_bits(const float* x, i64 n) {
     uint64_t m = 0;
     i64 j = 0;
-#ifdef SF_AVX512
-    for (; j < n; j += L) {
-        const vf v = vload_n(x + j, n - j);
-        m |= (uint64_t)_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ) << j;
-    }
-#endif
-    for (; j < n; ++j)
-        if (x[j] != 0.0f) m |= 1ull << j;
+    for (; j + L <= n; j += L) m |= (uint64_t)vbits(vnonzero(vload(x + j))) << j;
+    if (j < n && n >= L) return m | (uint64_t)vbits(vnonzero(vload(x + n - L))) << (n - L);
+    for (; j < n; ++j) m |= (uint64_t)(x[j] != 0.0f) << j;
     return m;
 }
 
@@ -218,23 +162,18 @@ struct Sample {
             };
             const i64 r = R - pad;
             if (r >= 0 && r < H) {
-                if (g.channels_last) {
-                    for (i64 j = 0; j < W; ++j) {
-                        const float* xp = xn + (r * W + j) * C;
-                        const i64 col = j + pad;
-                        for (i64 c0 = 0; c0 < C; c0 += L) {
-                            uint64_t m = nonzero_bits(xp + c0, C - c0 < L ? C - c0 : L);
-                            if (!m) continue;
-                            open(col);
-                            used |= 1ull << col;
-                            while (m) {
-                                const i64 c = c0 + __builtin_ctzll(m);
-                                m &= m - 1;
-                                entries[e++] = {(c * KE * KE + col) * OP, xp[c], (int16_t)c,
-                                                (int16_t)col};
-                            }
+                if (g.channels_last) {  // the row's W·C floats in one walk
+                    i64 j = 0, base = 0;      // pixel j's channels start at base
+                    for_nonzero(xn + r * W * C, W * C, [&](i64 i, float v) {
+                        while (i >= base + C) {
+                            ++j;
+                            base += C;
                         }
-                    }
+                        const i64 c = i - base, col = j + pad;
+                        open(col);
+                        used |= 1ull << col;
+                        entries[e++] = {(c * KE * KE + col) * OP, v, (int16_t)c, (int16_t)col};
+                    });
                 } else {
                     uint64_t any = 0;
                     for (i64 c = 0; c < C; ++c) {
@@ -499,8 +438,8 @@ static void forward_sample(const Sample& s, const float* wext, const float* bias
         forward_scatter(s, wext, bias, outn, argn);
         return;
     }
-    for (i64 o0 = 0; o0 < OP; o0 += 2 * L) {
-        if (OP - o0 >= 2 * L)
+    for (i64 o0 = 0; o0 < OP; o0 += NCMAX * L) {
+        if (NCMAX == 2 && OP - o0 >= 2 * L)
             forward_channels<2>(s, wext, bias, o0, outn, argn);
         else
             forward_channels<1>(s, wext, bias, o0, outn, argn);
@@ -628,8 +567,8 @@ static void input_grad(const Geometry& g, const float* gn, const uint8_t* an, co
                     if (!count[q]) continue;
                     const i64 oy = 2 * py + (q >> 1), ox = 2 * px + (q & 1);
                     float* dst = gxbuf + (oy * WP + ox) * C;
-                    for (i64 k0 = 0; k0 < nchunks; k0 += 4) {
-                        const int nch = (int)(nchunks - k0 < 4 ? nchunks - k0 : 4);
+                    for (i64 k0 = 0; k0 < nchunks; k0 += NCHMAX) {
+                        const int nch = (int)(nchunks - k0 < NCHMAX ? nchunks - k0 : NCHMAX);
                         window_grad(rows, nch)(list + q * O, gval + q * O, count[q], wrow, K, ky0,
                                                RP, k0, dst, WP * C, K * C);
                     }
@@ -650,7 +589,7 @@ static void input_grad(const Geometry& g, const float* gn, const uint8_t* an, co
 // Stores once per tap instead of once per input and window position.
 static void weight_grad_taps(const Sample& s, const float* gpad, const uint8_t* an, float* G,
                              int32_t* idx, int32_t* cstart, float* gwext) {
-    enum { K = 5, NC = 2 };
+    enum { K = 5, NC = 2, NCT = NCMAX };  // NC vectors of outputs, NCT of them per pass
     const Geometry& g = s.g;
     const i64 OP = g.OP, KE = g.KE, YH = 2 * g.PH, XW = 2 * g.PW, XG = XW + 2 * (K - 1);
     for (i64 y = 0; y < YH; ++y) {
@@ -681,23 +620,25 @@ static void weight_grad_taps(const Sample& s, const float* gpad, const uint8_t* 
     cstart[0] = 0;
     for (i64 c = 0; c < g.C; ++c) {
         for (i64 ky = 0; ky < K; ++ky) {
-            vf acc[K][NC];
-            for (int kx = 0; kx < K; ++kx)
-                for (int j = 0; j < NC; ++j) acc[kx][j] = vzero();
-            for (i64 k = cstart[c]; k < cstart[c + 1]; ++k) {
-                const Entry& en = s.entries[idx[2 * k]];
-                const i64 y = idx[2 * k + 1] - ky;
-                if (y < 0 || y >= YH || en.col >= XW + K - 1) continue;
-                const float* src = G + (y * XG + en.col + K - 1) * OP;
-                const vf v = vset(en.v);
+            for (int j0 = 0; j0 < NC; j0 += NCT) {
+                vf acc[K][NCT];
                 for (int kx = 0; kx < K; ++kx)
-                    for (int j = 0; j < NC; ++j)
-                        acc[kx][j] = vfma(v, vload(src - kx * OP + j * L), acc[kx][j]);
+                    for (int j = 0; j < NCT; ++j) acc[kx][j] = vzero();
+                for (i64 k = cstart[c]; k < cstart[c + 1]; ++k) {
+                    const Entry& en = s.entries[idx[2 * k]];
+                    const i64 y = idx[2 * k + 1] - ky;
+                    if (y < 0 || y >= YH || en.col >= XW + K - 1) continue;
+                    const float* src = G + (y * XG + en.col + K - 1) * OP + j0 * L;
+                    const vf v = vset(en.v);
+                    for (int kx = 0; kx < K; ++kx)
+                        for (int j = 0; j < NCT; ++j)
+                            acc[kx][j] = vfma(v, vload(src - kx * OP + j * L), acc[kx][j]);
+                }
+                float* d = gwext + (c * KE + ky + 1) * KE * OP + OP + j0 * L;
+                for (int kx = 0; kx < K; ++kx)
+                    for (int j = 0; j < NCT; ++j)
+                        vstore(d + kx * OP + j * L, vadd(vload(d + kx * OP + j * L), acc[kx][j]));
             }
-            float* d = gwext + (c * KE + ky + 1) * KE * OP + OP;
-            for (int kx = 0; kx < K; ++kx)
-                for (int j = 0; j < NC; ++j)
-                    vstore(d + kx * OP + j * L, vadd(vload(d + kx * OP + j * L), acc[kx][j]));
         }
     }
 }
@@ -757,8 +698,8 @@ struct Layer {
         } else if (gw && g.K == 5 && OP == 2 * L) {
             weight_grad_taps(smp, gpad, an, tapg, tapidx, tapstart, gw);
         } else if (gw) {
-            for (i64 o0 = 0; o0 < OP; o0 += 2 * L) {
-                if (OP - o0 >= 2 * L)
+            for (i64 o0 = 0; o0 < OP; o0 += NCMAX * L) {
+                if (NCMAX == 2 && OP - o0 >= 2 * L)
                     weight_grad_channels<2>(smp, gpad, an, o0, gw);
                 else
                     weight_grad_channels<1>(smp, gpad, an, o0, gw);
