@@ -43,10 +43,10 @@ from spikeforge.commands import bench as sf_bench  # noqa: E402
 
 #: recipe → (T, batch, framework the target is against, target ratio, timed steps per round)
 RECIPES = {
-    "fc-lif": (100, 64, "spikingjelly-ss", 10.0, 5),
-    "csnn": (4, 128, "spikingjelly-ms", 2.0, 2),
+    "fc-lif": (100, 64, "spikingjelly-ss", 20.0, 5),
+    "csnn": (4, 128, "spikingjelly-ms", 3.0, 2),
     "nmnist-csnn": (300, 128, "snntorch", 5.0, 1),
-    "rleaky": (10, 128, "snntorch", 3.0, 10),
+    "rleaky": (10, 128, "snntorch", 4.0, 10),
 }
 #: the heaviest convolution of each recipe, (batch, in, out, size, kernel), for the peak.
 CONV_PEAK = {"csnn": (512, 64, 64, 14, 3), "nmnist-csnn": (4096, 12, 32, 15, 5)}
@@ -294,15 +294,51 @@ Triton kernels are written and imported only when asked for, but their equivalen
 """
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _isa() -> str:
+    """The instruction sets in use: the kernels' -march and torch's CPU capability."""
+    arch = os.environ.get("SPIKEFORGE_KERNEL_ARCH", "native")
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    native = ("AVX-512" if " avx512f" in flags else "AVX2/FMA" if " avx2" in flags
+              else "NEON" if " asimd" in flags else platform.machine())
+    return (f"CPU {native}; kernels built with -march={arch}; torch CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}")
+
+
+def _names(tag: str | None) -> tuple[str, str, str]:
+    """(JSON file, RESULTS.md begin marker, end marker) of a run tagged ``tag``."""
+    suffix = f"-{tag}" if tag else ""
+    return (f"speed{suffix}.json", f"<!-- speed{suffix}:begin -->",
+            f"<!-- speed{suffix}:end -->")
+
+
 def write_results_md(path: Path, results: dict, command: str) -> None:
     """Replace this benchmark's section of RESULTS.md (between its markers), or append it."""
-    begin, end = "<!-- speed:begin -->", "<!-- speed:end -->"
+    tag = results.get("tag")
+    json_name, begin, end = _names(tag)
     m = results["machine"]
     section = "\n".join([
-        begin, "## Training speed (`benchmarks/bench_speed.py`)", "",
-        f"{m['machine']}, {m['cores']} CPU cores, torch {m['torch']} ({m['threads']} threads), "
+        begin, "## Training speed" + (f", {tag}" if tag else "")
+        + " (`benchmarks/bench_speed.py`)", "",
+        f"{m.get('cpu', m['machine'])}, {m['cores']} CPU cores ({m.get('isa', '')}), torch "
+        f"{m['torch']} ({m['threads']} threads), "
         f"load average {m['load_start']:.1f} at start and {m['load_end']:.1f} at the end; "
-        f"{m['date']}. Reproduce: `{command}`. Raw numbers: `benchmarks/speed.json`.", "",
+        f"{m['date']}. Reproduce: `{command}`. Raw numbers: `benchmarks/{json_name}`.", "",
         table(results), "", targets(results), "", NOTES, end,
     ])
     results_md.replace_section(begin, end, section, path)
@@ -319,6 +355,8 @@ def main(argv=None) -> int:
                    help="only rewrite the RESULTS.md section from benchmarks/speed.json")
     p.add_argument("--data-dir", help="MNIST folder (N-MNIST's simulated recordings are made "
                    "from its test digits)")
+    p.add_argument("--tag", help="name of this configuration (e.g. avx2): writes speed-TAG.json "
+                   "and its own RESULTS.md section")
     p.add_argument("--memory-of", nargs=2, metavar=("RECIPE", "FRAMEWORK"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     DATA_DIR[0] = args.data_dir
@@ -326,15 +364,16 @@ def main(argv=None) -> int:
         _memory_child(*args.memory_of)
         return 0
     if args.render:
-        results = json.loads((HERE / "speed.json").read_text())
+        results = json.loads((HERE / _names(args.tag)[0]).read_text())
         command = results.get("command", "python benchmarks/bench_speed.py")
         write_results_md(HERE / "RESULTS.md", results, command)
         return 0
     command = ("python benchmarks/bench_speed.py " + " ".join(argv or sys.argv[1:])).strip()
-    machine = {"machine": platform.machine(), "cores": os.cpu_count(),
+    machine = {"machine": platform.machine(), "cpu": _cpu_model(), "isa": _isa(),
+               "cores": os.cpu_count(),
                "torch": torch.__version__, "threads": torch.get_num_threads(),
                "date": str(date.today()), "load_start": _load()}
-    results = {"machine": machine, "command": command, "recipes": {}}
+    results = {"machine": machine, "command": command, "tag": args.tag, "recipes": {}}
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
@@ -345,13 +384,13 @@ def main(argv=None) -> int:
             r["memory"] = {name: memory_of(recipe, name) for name in r["frameworks"]}
         results["recipes"][recipe] = r
         if not args.no_write:  # saved after every recipe, so a later failure loses nothing
-            (HERE / "speed.json").write_text(json.dumps(results, indent=1))
+            (HERE / _names(args.tag)[0]).write_text(json.dumps(results, indent=1))
     machine["load_end"] = _load()
     print(table(results))
     print()
     print(targets(results))
     if not args.no_write:
-        (HERE / "speed.json").write_text(json.dumps(results, indent=1))
+        (HERE / _names(args.tag)[0]).write_text(json.dumps(results, indent=1))
         write_results_md(HERE / "RESULTS.md", results, command)
     return 0
 

@@ -111,12 +111,6 @@ def test_a_bad_count_names_its_source(flag, env, name):
         threads.resolve(flag, env, cpus=2)
 
 
-def test_the_wait_policy_is_passive_unless_the_user_chose_one():
-    assert threads.wait_policy_env({}) == {"OMP_WAIT_POLICY": "passive"}
-    assert threads.wait_policy_env({"OMP_WAIT_POLICY": "active"}) == {}
-    assert threads.wait_policy_env({"GOMP_SPINCOUNT": "10000"}) == {}
-
-
 def _fake_proc(tmp: Path, tasks: dict[int, tuple[int, list[tuple[str, int]]]]) -> Path:
     """/proc with pid -> (ppid, [(state, nice) per thread]) in the stat format of proc(5)."""
     for pid, (ppid, states) in tasks.items():
@@ -208,7 +202,7 @@ def test_config_json_and_bench_record_the_thread_count(tmp_path, capsys, monkeyp
     assert out["threads"] == 1 and out["threads_policy"] == "from SPIKEFORGE_THREADS"
 
 
-def test_torchs_openmp_runtime_starts_passive_with_the_policys_count(tmp_path):
+def test_torchs_openmp_runtime_starts_with_the_policys_count(tmp_path):
     """libgomp prints the settings it started with (OMP_DISPLAY_ENV): the command must export
     them before torch loads it, and the kernels share that one runtime."""
     import os
@@ -223,5 +217,4 @@ def test_torchs_openmp_runtime_starts_passive_with_the_policys_count(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stderr.count("OPENMP DISPLAY ENVIRONMENT BEGIN") == 1
-    assert "OMP_WAIT_POLICY = 'PASSIVE'" in proc.stderr
     assert "OMP_NUM_THREADS = '1'" in proc.stderr

@@ -18,13 +18,17 @@ core at every region, which is how ``spikeforge bench rleaky`` fell from 16,000 
 reproducible bit for bit; an automatic one may sum per-thread partial gradients in a different
 order when the load changes.
 
-Spin-waiting: unless the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, :func:`apply`
-sets ``OMP_WAIT_POLICY=passive`` before torch (and its bundled libgomp, which the kernel
-libraries share: same soname ``libgomp.so.1``) is imported, so threads idle between parallel
-regions sleep instead of burning the CPU another process needs. The kernels themselves run one
-thread below a size threshold (``threads_for`` in ``kernels/neuron_math.h``, ``team`` in
+Spin-waiting: OpenMP's wait policy is left as the runtime (or the user: ``OMP_WAIT_POLICY``,
+``GOMP_SPINCOUNT``) sets it. Sleeping idle threads (``OMP_WAIT_POLICY=passive``) avoid the
+collapse too, but pay a futex wake-up at every parallel region: on a quiet 2-core machine they
+halved ``spikeforge bench rleaky`` (about 21,000 against 40,000 img/s with libgomp's default
+spin) and cost fc-lif a quarter, and short spin counts (3,000–10,000) were slower still. The
+load-following count above removes the collapse instead: beside busy processes the run drops to
+the free CPUs, where nobody waits at a barrier for a core. The kernels themselves run one thread
+below a size threshold (``threads_for`` in ``kernels/neuron_math.h``, ``team`` in
 ``sparse_kernels.cpp``) and take their thread count from ``torch.get_num_threads()`` on each
-call, so :func:`apply` sets both runtimes at once.
+call; torch's bundled libgomp and the kernel libraries share one runtime (same soname
+``libgomp.so.1``), so :func:`apply` sets both at once.
 """
 
 from __future__ import annotations
@@ -214,29 +218,19 @@ def resolve(flag: int | None = None, environ: Mapping[str, str] | None = None,
     return ThreadPolicy(max(1, cpus // processes), "auto", cpus, processes)
 
 
-def wait_policy_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The variables to set before an OpenMP runtime starts so its idle threads sleep:
-    ``OMP_WAIT_POLICY=passive``, unless the user chose a wait policy or spin count."""
-    env = os.environ if environ is None else environ
-    if "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env:
-        return {}
-    return {"OMP_WAIT_POLICY": "passive"}
-
-
 _state: dict[str, object] = {"policy": None, "last": 0.0}
 
 
 def _export(policy: ThreadPolicy) -> None:
-    """``OMP_NUM_THREADS`` and the wait policy into the environment: read by each OpenMP runtime
-    when it starts (torch's at ``import torch``) and inherited by child processes."""
+    """``OMP_NUM_THREADS`` into the environment: read by each OpenMP runtime when it starts
+    (torch's at ``import torch``) and inherited by child processes."""
     os.environ["OMP_NUM_THREADS"] = str(policy.threads)
-    os.environ.update(wait_policy_env())
 
 
 def apply(policy: ThreadPolicy) -> None:
     """Use ``policy.threads`` in torch (intra-op; inter-op too while it has not started) and the
-    kernels; export ``OMP_NUM_THREADS`` for child processes and the wait policy for OpenMP
-    runtimes not yet loaded; make :func:`adapt` follow the load when the count is automatic."""
+    kernels; export ``OMP_NUM_THREADS`` for child processes and OpenMP runtimes not yet loaded;
+    make :func:`adapt` follow the load when the count is automatic."""
     _export(policy)
     import torch
 
