@@ -228,69 +228,47 @@ def targets(results: dict) -> str:
 
 NOTES = """\
 How to read it: *spikeforge ÷ this* is spikeforge's img/s over that framework's, both measured
-in the same rounds. `spikeforge-bf16` is the same step under `torch.autocast("cpu", bfloat16)`
-(an extra column, not used for the targets; spikeforge's own kernels stay float32 under it).
-Peak RSS is that of a fresh process that imports and runs only that framework (two training
-steps and one evaluation). SpikingJelly is installed with `pip install --no-deps spikingjelly
-loguru` (its requirements would replace the CPU torch); snnTorch with `pip install -e ".[bench]"`.
-One user-facing run of the spikeforge side: `spikeforge bench RECIPE` (add `--amp`, `--json`).
+in the same rounds of one process (torch's default thread count, OpenMP's default wait policy).
+`spikeforge-bf16`, when present, is the same step under `torch.autocast("cpu", bfloat16)` (not
+used for the targets; spikeforge's own kernels stay float32 under it). Peak RSS is that of a
+fresh process that imports and runs only that framework (two training steps and one
+evaluation). SpikingJelly is installed with `pip install --no-deps spikingjelly loguru` (its
+requirements would replace the CPU torch); snnTorch with `pip install -e ".[clients]"`. The
+user-facing form of the spikeforge side is `spikeforge bench RECIPE`; real `spikeforge train`
+runs, quiet and under load, are in the real-run section (`benchmarks/bench_train.py`).
+
+An AVX2 machine is emulated on an AVX-512 one by running the same command with
+`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2` (torch, oneDNN
+and MKL, for every framework in the process) and `SPIKEFORGE_KERNEL_ARCH=x86-64-v3`
+(spikeforge's kernels built for AVX2/FMA): section `speed-avx2`.
 
 Where spikeforge's time goes (same model, loss, optimizer, batch and T as the references):
 
+- **Kernels on any CPU**: the sparse and Poisson kernels are written once on 16-float vectors
+  (`kernels/simd16.h`, GCC/Clang vector extensions: one AVX-512 register, two AVX2, four
+  SSE2/NEON), with FMA and lane-mask instructions per target; tests build the native,
+  x86-64-v3, x86-64 and no-OpenMP variants and an AArch64 cross build (run under qemu-user)
+  and check each against the reference.
 - **fc-lif**: the Poisson draws feed the Linear directly (`encoding.poisson_linear`,
-  `kernels/poisson_kernels.cpp`): only the ~19 % nonzero pixels draw (four 16-bit uniforms per
-  SplitMix64 word), each spike adds one 16-float weight row (AVX-512 masked add), and backward
-  sums the output gradient over the steps each pixel fired (one byte per pixel and step kept).
-  No `[T·B, 784]` spike matrix is built, so neither GEMM runs; the spikes are the ones
-  `encoding.poisson` draws from the same generator. The LIF loop is one fused kernel; Adam is
-  torch's fused implementation. Step (T=100, b=64, quiet machine): 11.4 → 2.3 ms train,
-  6.4 → 1.6 ms eval. The FLOP column passes 100 % because the dense arithmetic is skipped.
+  `kernels/poisson_kernels.cpp`): only the nonzero pixels draw, each spike adds one weight row,
+  and backward sums the output gradient over the steps each pixel fired. No `[T·B, 784]` spike
+  matrix is built, so neither GEMM runs; the spikes are the ones `encoding.poisson` draws from
+  the same generator. The LIF loop is one fused kernel; Adam is torch's fused implementation.
+  The FLOP column passes 100 % because the dense arithmetic is skipped.
 - **csnn**: the first Conv-BN runs once for all T; each IF-MaxPool pair is one kernel
   (`kernels/neuron_pool.py`) that pools every step's spikes as it makes them and routes the
-  pooled gradient to each window's winner, so the full-resolution spikes never reach memory and
-  the static block's gradient is summed over T in the kernel (train 468 → 322 ms, eval 144 →
-  88 ms per step in an A/B run). What is left is oneDNN's convolutions and the 3136×1024 GEMM.
+  pooled gradient to each window's winner, so the full-resolution spikes never reach memory.
+  What is left is oneDNN's convolutions and the 3136×1024 GEMM.
 - **nmnist-csnn**: both Conv-MaxPool blocks work from the nonzero inputs only (the events, then
-  layer 1's binary spikes; `kernels/sparse.py`, `sparse_kernels.cpp`): each window's four conv
-  outputs are summed in registers and pooled at once, and backward uses that only a window's
-  winner gets a gradient. The hidden net (Conv-Pool-Leaky-Conv-Pool-Leaky-Linear) runs as one
-  pass per sample over time, channels-last, keeping layer 2's membrane and winners and
-  recomputing layer 1 in backward; spikes equal the reference Leaky's bit for bit. This work
-  follows the spikes, so the benchmark runs a trained net on simulated recordings
-  (`spikeforge bench`'s `nmnist_batch` and `bench_nmnist/` weights; the figures below this
-  paragraph were measured earlier, on random events with the net scaled to fire on 10 % and
-  25 % of neuron-steps). Per thread and step at that activity:
-  forward ≈ 355 ms (layer-2 conv 115, layer-1 conv 93, input scans 116), backward ≈ 800 ms
-  (layer-2 input gradient 340, at ~60 % of this CPU's measured FMA rate; layer-2 weight gradient
-  160; layer-1 recompute 200). The step was 6.7 s at the start of this work (dense second
-  convolution). The ratio varies with the machine's state (6.7× here, 5.3× in a run an hour
-  earlier); keeping layer 1's state too (≈ 100 ms per thread of recompute, ~550 MB) would widen
-  the margin. Under bf16 autocast the model runs its dense
-  layers (the sparse kernels are float32), hence the slow bf16 column.
+  layer 1's binary spikes; `kernels/sparse.py`), fused with their Leaky neurons and the Linear
+  into one pass per sample; spikes equal the reference Leaky's bit for bit. This work follows
+  the spikes, so every framework gets the saccade simulator's recordings of the first MNIST test
+  digits and the net trained on simulated N-MNIST (`commands/bench_nmnist/`); `spikeforge bench
+  nmnist-csnn` prints the firing rates it ran at.
 - **rleaky**: one autograd node per RLeaky layer (hand-written BPTT) that writes each step into
-  the output in place, with the elementwise step compiled and vectorised (backward step 30.8 →
-  6.7 µs); the input Linear runs once for all T and Adam is fused. The feedback stays a torch
-  GEMM (as in snnTorch, so spikes match it bit for bit); what is left is ~4 small GEMMs per step
-  and layer, so the ratio stays near the line (3.2× here; 2.2–3.7× over today's runs: its 5 ms
-  step is the most exposed to the machine's stalls, e.g. one earlier run switched to 2× slower
-  steps half-way through).
-
-This run's absolute figures are below the ones in issue 6 for the same frameworks (e.g. snnTorch
-rleaky 5,261 vs ~7,500 img/s): the machine's speed drifts, which is why only ratios from one
-interleaved run are compared.
-
-Start-up: the CPU kernels are five small libraries (neurons, neuron-pool, RLeaky step, Poisson,
-sparse convolutions), each compiled on first use and cached per machine under
-`~/.cache/spikeforge` (cold: neurons 4.0 s,
-sparse 5.7 s, neuron-pool 2.8 s, Poisson 1.0 s, RLeaky step 0.8 s of `g++`). `spikeforge bench`
-finished its first training step 2.8 s (fc-lif), 3.3 s (csnn, rleaky) and 5.9 s (nmnist-csnn,
-incl. the activity scaling) after launch with a warm cache, 7.1, 9.4, 10.0 and 13.6 s with an
-empty one. The
-machine is shared: with two torch threads, a core taken by another process makes every OpenMP
-barrier slow (a 2.3 ms step can take 70 ms), so the figures above were taken with nothing else
-running, and only ratios from one run are compared. No GPU was available to this session: the
-Triton kernels are written and imported only when asked for, but their equivalence tests and the
-`[T=32, 64, 65536]` LIF timing were not run.
+  the output in place, with the elementwise step compiled; the input Linear runs once for all T
+  and Adam is fused. The feedback stays a torch GEMM (as in snnTorch, so spikes match it bit for
+  bit).
 """
 
 
