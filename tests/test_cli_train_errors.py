@@ -109,6 +109,14 @@ def test_a_config_file_is_layered_and_checked(mnist_dir, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_config_file_that_is_not_utf8_text_is_named(tmp_path, capsys):
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00lr = 1\n")  # e.g. saved as UTF-16, or not a text file
+    fails(capsys, ["train", "fc-lif", "--config", str(binary), "--out-dir", str(tmp_path / "r")],
+          f"--config {binary} is not a readable TOML file", "can't decode byte 0xff")
+    assert not (tmp_path / "r").exists()
+
+
 def test_an_out_dir_holding_another_run_is_refused(finished_run, mnist_dir, capsys):
     before = snapshot(finished_run)
     fails(capsys, ["train", "fc-lif", "-T", "2", "--data-dir", str(mnist_dir), "--out-dir",

@@ -188,7 +188,7 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"--config {path} does not exist; give the path of a TOML file.") \
             from None
-    except (OSError, tomllib.TOMLDecodeError) as err:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"--config {path} is not a readable TOML file ({err}); fix it.") \
             from None
 
