@@ -56,6 +56,40 @@ def test_info_flags_a_damaged_file_and_an_empty_folder(tmp_path, capsys):
     assert "holds no MNIST-format" in err and "Traceback" not in err
 
 
+def test_info_flags_labels_outside_0_to_9_as_training_does(tmp_path, capsys):
+    _tiny_mnist(tmp_path)
+    bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    write_idx(bad, np.array([1, 200] + [0] * 10, dtype=np.uint8))
+    assert main(["data", "info", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert f"{bad}: ERROR {bad} has label 200 outside 0-9; it is not an MNIST-family labels " \
+        "file." in out and out.count("sha256") == 3
+    assert err.startswith("spikeforge: error: 1 of the entries surveyed") and str(bad) in err
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda f: f.write_bytes(f.read_bytes()[:-2]), "has 8 bytes, not a multiple of 5"),
+    (lambda f: f.write_bytes(bytes([40, 3, 0, 0, 10]) + f.read_bytes()),
+     "has events outside the 34x34 N-MNIST sensor"),
+])
+def test_info_flags_a_damaged_nmnist_recording_as_training_does(damage, needle, tmp_path,
+                                                                 capsys):
+    from spikeforge.data.binfmt import make_events, write_events
+
+    for split in ("Train", "Test"):
+        (tmp_path / split / "3").mkdir(parents=True)
+        write_events(tmp_path / split / "3" / "00001.bin", make_events([3, 4], [3, 5],
+                                                                       [10, 20], [1, 0]))
+    bad = tmp_path / "Test" / "3" / "00001.bin"
+    damage(bad)
+    assert main(["data", "info", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert f"N-MNIST Test {tmp_path / 'Test'}: ERROR {bad} {needle}" in out
+    assert f"N-MNIST Train {tmp_path / 'Train'}: 1 recordings, 10 bytes" in out
+    assert err.startswith("spikeforge: error: 1 of the entries surveyed") and \
+        err.count("\n") == 1 and str(tmp_path / "Test") in err
+
+
 def test_simulate_from_damaged_mnist_fails_cleanly(tmp_path, capsys):
     mnist = _tiny_mnist(tmp_path / "mnist")
     images = mnist / "train-images-idx3-ubyte.gz"

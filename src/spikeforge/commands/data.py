@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     info.add_argument("folder", help="folder with MNIST-format files or an N-MNIST tree")
     info.add_argument("--json", action="store_true", help="print the report as JSON")
     info.add_argument("--no-checksums", action="store_true",
-                      help="skip hashing the N-MNIST recordings (faster on large trees)")
+                      help="skip reading the N-MNIST recordings: no digest, and only their "
+                           "sizes are checked, not their events (faster on large trees)")
 
     download = sub.add_parser("download", help="fetch MNIST or Fashion-MNIST, verified by SHA-256")
     download.add_argument("dataset", choices=["mnist", "fashion-mnist"])
