@@ -220,6 +220,16 @@ def test_eval_and_predict_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     fails(capsys, ["predict", str(tmp_path / "missing"), "--index", "0"], "does not exist")
 
 
+def test_a_file_given_as_the_run_directory_is_called_a_file(finished_run, capsys):
+    config = finished_run / "config.json"
+    for argv in (["train", "--resume", str(config)], ["eval", str(config)],
+                 ["predict", str(config), "--index", "0"], ["plot", str(config)],
+                 ["export", str(config), "--nir", str(finished_run / "x.nir")]):
+        fails(capsys, argv, f"{config} is a file, not a folder; give a run directory written "
+                            "by `spikeforge train`.")
+    assert not (finished_run / "x.nir").exists()
+
+
 def test_predict_refuses_a_bad_index_or_image(finished_run, tmp_path, capsys):
     fails(capsys, ["predict", str(finished_run), "--index", "64"], "--index 64 is out of range",
           "0 to 63")

@@ -56,7 +56,8 @@ def read_config(run_dir: str | os.PathLike) -> tuple[TrainConfig, dict[str, Any]
     """The run's config (validated) and the raw ``config.json`` dict."""
     path = Path(run_dir) / CONFIG
     if not Path(run_dir).is_dir():
-        raise CheckpointError(f"{run_dir} does not exist; give a run directory written by "
+        what = "is a file, not a folder" if Path(run_dir).exists() else "does not exist"
+        raise CheckpointError(f"{run_dir} {what}; give a run directory written by "
                               "`spikeforge train`.")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
