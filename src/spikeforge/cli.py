@@ -117,3 +117,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:  # a file no command expected to fail: named, with the cause
         print(f"spikeforge: error: {describe(err, verb='use')}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as err:
+        if not isinstance(err, MemoryError) and not _OUT_OF_MEMORY.search(str(err)):
+            raise
+        print(f"spikeforge: error: {out_of_memory(err)}", file=sys.stderr)
+        return 2
+
+
+#: PyTorch's words for a failed allocation: CPU (``DefaultCPUAllocator: can't allocate
+#: memory``) and CUDA (``torch.OutOfMemoryError``: ``CUDA out of memory``)
+_OUT_OF_MEMORY = re.compile(r"can't allocate memory|out of memory", re.IGNORECASE)
+
+
+def out_of_memory(err: BaseException) -> str:
+    """One sentence for an allocation that failed: how much was asked for (when PyTorch says)
+    and the settings that set the size (a huge -T, --batch-size, --channels or hidden)."""
+    asked = re.search(r"allocate (\d+) bytes|Tried to allocate ([\d.]+ \w+)", str(err))
+    size = ""
+    if asked and asked[1]:
+        size = f" (it asked for {int(asked[1]) / 2**30:.3g} GiB)"
+    elif asked:
+        size = f" (it asked for {asked[2]})"
+    return (f"the machine ran out of memory{size}; lower --batch-size or -T (or the model's "
+            "size: --channels, hidden), or run where more memory is free.")
