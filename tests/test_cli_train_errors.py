@@ -80,6 +80,14 @@ def test_bad_settings_are_refused_before_anything_is_written(flags, needles, mni
     assert not out.exists()
 
 
+def test_a_batch_larger_than_the_training_set_is_refused(mnist_dir, tmp_path, capsys):
+    out = tmp_path / "run"  # 128 training images; the last, short batch is dropped
+    fails(capsys, ["train", "fc-lif", "-b", "129", "--data-dir", str(mnist_dir), "--out-dir",
+                   str(out)], "--batch-size 129 is larger than the 128 training images, so not "
+                              "one full batch is left to train on; use at most 128.")
+    assert not out.exists()
+
+
 def test_a_missing_data_dir_is_named(tmp_path, capsys):
     out = tmp_path / "run"
     fails(capsys, ["train", "fc-lif", "--data-dir", str(tmp_path / "nowhere"), "--out-dir",

@@ -139,6 +139,11 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         dist.barrier()
     train_set = load_data(config, "train")
     test_set = load_data(config, "test")
+    if train_set.num_batches(config.batch_size, config.drop_last, dist.world_size) == 0:
+        most = len(train_set) // dist.world_size
+        raise ConfigError(f"--batch-size {config.batch_size} is larger than the {most} training "
+                          f"images{' per process' if dist.world_size > 1 else ''}, so not one "
+                          f"full batch is left to train on; use at most {most}.")
 
     torch.manual_seed(config.seed)
     task = build_task(config)
