@@ -198,6 +198,11 @@ def _foreign_config(path):
     (path.parent.parent / "config.json").write_text(json.dumps({"lr": 0.1, "layers": 3}))
 
 
+def _unknown_recipe(path):
+    config = path.parent.parent / "config.json"
+    config.write_text(config.read_text().replace('"recipe": "fc-lif"', '"recipe": "fc-lif2"'))
+
+
 def _no_last(path):
     shutil.rmtree(path.parent)
 
@@ -210,6 +215,8 @@ def _no_last(path):
     (_pickled_function, "state.pt", ["state.pt is damaged or not a spikeforge checkpoint"]),
     (_other_models_weights, "state.pt", ["holds weights of 'csnn'", "fc-lif"]),
     (_foreign_config, "state.pt", ["is not a spikeforge run config"]),
+    (_unknown_recipe, "state.pt", ["config.json names recipe 'fc-lif2', which is not one of "
+                                   "fc-lif, csnn,"]),
     (_no_last, "state.pt", ["last does not exist"]),
 ])
 def test_a_damaged_or_foreign_checkpoint_is_named_and_left_alone(damage, target, needles,

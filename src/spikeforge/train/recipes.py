@@ -302,6 +302,9 @@ def from_dict(data: dict[str, Any], where: str) -> TrainConfig:
     if not isinstance(data, dict) or "recipe" not in data or not set(data) <= names:
         raise ConfigError(f"{where} is not a spikeforge training config; point to a run "
                           "directory written by `spikeforge train`.")
+    if data["recipe"] not in RECIPES:
+        raise ConfigError(f"{where} names recipe {data['recipe']!r}, which is not one of "
+                          f"{', '.join(RECIPES)}; point to a run written by `spikeforge train`.")
     base = TrainConfig(recipe=data["recipe"])
     for key, value in data.items():
         if key not in ("recipe", "description"):
