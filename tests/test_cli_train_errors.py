@@ -210,9 +210,13 @@ def _no_last(path):
 @pytest.mark.parametrize("damage, target, needles", [
     (_truncate, "model.safetensors", ["does not match", "SHA-256"]),
     (_flip_last_byte, "model.safetensors", ["damaged or was replaced"]),
-    (_truncate, "state.pt", ["state.pt is damaged"]),
+    (_truncate, "state.pt", ["state.pt is damaged or not a spikeforge checkpoint ("
+                             "PytorchStreamReader failed reading zip archive: failed finding "
+                             "central directory); use another checkpoint."]),
     (_foreign_state, "state.pt", ["is not a spikeforge checkpoint"]),
-    (_pickled_function, "state.pt", ["state.pt is damaged or not a spikeforge checkpoint"]),
+    (_pickled_function, "state.pt", ["state.pt is damaged or not a spikeforge checkpoint (it would "
+                                     "run Python code, shutil.rmtree, which spikeforge never "
+                                     "loads); use another checkpoint."]),
     (_other_models_weights, "state.pt", ["holds weights of 'csnn'", "fc-lif"]),
     (_foreign_config, "state.pt", ["is not a spikeforge run config"]),
     (_unknown_recipe, "state.pt", ["config.json names recipe 'fc-lif2', which is not one of "
