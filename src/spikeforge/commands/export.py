@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the nearest NIR node where there is no exact one (max "
                              "pooling, subtract/soft reset, RLeaky) and list each change in "
                              "the report, instead of refusing")
-    parser.add_argument("--which", choices=("best", "last"), default="best",
-                        help="checkpoint to export (default: best)")
+    parser.add_argument("--checkpoint", "--which", dest="which", choices=("best", "last"),
+                        default="best", help="checkpoint to export (default: best), as in eval")
     parser.add_argument("--dt", type=float, default=None,
                         help="seconds per network step written into the time constants "
                              "(default: 1e-4, as snnTorch and SpikingJelly assume)")
