@@ -104,6 +104,27 @@ def test_simulate_from_damaged_mnist_fails_cleanly(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="real MNIST not available")
+@pytest.mark.parametrize("argv, needle", [
+    (["simulate-nmnist", "--seed", "-1"], "--seed must be >= 0, got -1."),
+    (["simulate-nmnist", "--workers", "-2"], "--workers must be >= 0, got -2."),
+    (["prepare-nmnist", "--workers", "-2"], "--workers must be >= 0, got -2."),
+])
+def test_negative_seed_or_workers_are_refused_before_anything_is_written(argv, needle, tmp_path,
+                                                                        capsys):
+    mnist = _tiny_mnist(tmp_path / "mnist")
+    out = tmp_path / "nm"
+    where = ["--mnist-dir", str(mnist), "--out", str(out)] if argv[0] == "simulate-nmnist" \
+        else [str(out), "--cache-dir", str(tmp_path / "cache")]
+    if argv[0] == "prepare-nmnist":
+        assert main(["data", "simulate-nmnist", "--mnist-dir", str(mnist), "--out", str(out),
+                     "--limit", "2", "--no-progress"]) == 0
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    capsys.readouterr()
+    assert main(["data", argv[0], *where, *argv[1:]]) == 2
+    assert capsys.readouterr().err == f"spikeforge: error: {needle}\n"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
 def test_simulate_real_mnist_parsed_by_tonic(tmp_path, capsys):
     tonic = pytest.importorskip("tonic")
     from spikeforge.data.binfmt import read_events

@@ -153,6 +153,10 @@ def run(args: argparse.Namespace) -> int:
 
         if args.limit is not None and args.limit < 1:
             raise ConfigError(f"--limit must be at least 1, got {args.limit}.")
+        if args.seed < 0:
+            raise ConfigError(f"--seed must be >= 0, got {args.seed}.")
+        if args.workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {args.workers}.")
         with contextlib.closing(_SplitProgress("simulate", not args.no_progress)) as bars:
             summary = write_nmnist_tree(args.mnist_dir, args.out, limit=args.limit,
                                         seed=args.seed, workers=args.workers, progress=bars)
@@ -162,7 +166,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.data_command == "prepare-nmnist":
         from ..data.nmnist import NMNIST
+        from ..errors import ConfigError
 
+        if args.workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {args.workers}.")
         splits = {"train": [True], "test": [False], "both": [True, False]}[args.split]
         for train in splits:
             ds = NMNIST(args.root, train=train, cache_dir=args.cache_dir, download=args.download,
