@@ -73,8 +73,16 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_run(args.run_dir, which=args.which)
         model = loaded.model.eval()
         progress.update(1, f"loaded {args.which}/ of {loaded.run_dir}")
-        graph, report = to_nir(model, _input_shape(model, args.input_shape), dt=dt,
-                               approximate=args.approximate)
+        shape = _input_shape(model, args.input_shape)
+        try:
+            graph, report = to_nir(model, shape, dt=dt, approximate=args.approximate)
+        except RuntimeError as err:  # the forward pass that traces the shapes
+            if args.input_shape is None:
+                raise
+            trained = ",".join(str(n) for n in _input_shape(model, None))
+            raise ConfigError(f"--input-shape {args.input_shape} does not fit the network of "
+                              f"{loaded.run_dir} ({str(err).splitlines()[0]}); leave it out to "
+                              f"use the shape it was trained on, {trained}.") from None
         report.notes.insert(0, f"exported from {loaded.run_dir} ({loaded.recipe}, {args.which} "
                                f"checkpoint, epoch {loaded.epoch})")
         progress.update(2, "converted to NIR")
