@@ -234,3 +234,12 @@ def test_a_real_full_disk(tiny_disk, mnist_dir, capsys):
     assert leftovers(run) == []
     for path in ("last/model.safetensors", "last/state.pt", "metrics.csv", "metrics.jsonl"):
         assert after[path] == before[path]
+
+
+def test_an_export_onto_a_full_disk(tiny_disk, finished_run, capsys):
+    pytest.importorskip("nir")
+    free = shutil.disk_usage(tiny_disk).free
+    (tiny_disk / "filler").write_bytes(bytes(max(free - 16 * 1024, 0)))  # < the 70 kB graph
+    fails(capsys, ["export", str(finished_run), "--nir", str(tiny_disk / "net.nir"),
+                   "--no-progress"], f"cannot write {tiny_disk / 'net.nir'} ({FULL}); free space")
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     dt = DEFAULT_DT if args.dt is None else args.dt
     if not (0 < dt < float("inf")):
         raise ConfigError(f"--dt {args.dt} must be a positive number of seconds, e.g. 1e-4")
-    from ..fileio import replacing
+    from ..fileio import atomic_write
     from ..train.progress import Progress
     from ..train.run import load_run
 
@@ -86,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
         report.notes.insert(0, f"exported from {loaded.run_dir} ({loaded.recipe}, {args.which} "
                                f"checkpoint, epoch {loaded.epoch})")
         progress.update(2, "converted to NIR")
-        with replacing(path) as partial:
-            nir.write(partial, graph)
+        encoded = io.BytesIO()  # HDF5 built in memory: a failed write is then ours to undo
+        nir.write(encoded, graph)
+        atomic_write(path, encoded.getvalue())
         report_path = report.write(path.with_name(f"{path.name}.report.json"))
         progress.update(3, f"wrote {path.name}")
     print(report)
