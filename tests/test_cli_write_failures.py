@@ -243,3 +243,11 @@ def test_an_export_onto_a_full_disk(tiny_disk, finished_run, capsys):
     fails(capsys, ["export", str(finished_run), "--nir", str(tiny_disk / "net.nir"),
                    "--no-progress"], f"cannot write {tiny_disk / 'net.nir'} ({FULL}); free space")
     assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]
+
+
+def test_a_file_where_an_output_folder_is_needed(finished_run, tmp_path, capsys):
+    (tmp_path / "figures").write_text("notes")
+    fails(capsys, ["plot", str(finished_run), "--out-dir", str(tmp_path / "figures")],
+          f"cannot write {tmp_path / 'figures' / 'acc.png'} (File exists); a file stands where "
+          "a folder is needed; move it or choose another path.")
+    assert (tmp_path / "figures").read_text() == "notes"

@@ -45,6 +45,9 @@ def test_replacing_removes_what_a_library_wrote_when_it_fails(tmp_path):
     (OSError("Unable to synchronously create file (unable to open file: name = 'a.nir', "
              "errno = 30, error message = 'Read-only file system', flags = 13)"),
      "cannot write /run (Read-only file system); choose a folder on a writable disk."),
+    (FileExistsError(errno.EEXIST, "File exists"),
+     "cannot write /run (File exists); a file stands where a folder is needed; move it or "
+     "choose another path."),
     (OSError(errno.EIO, "Input/output error"),
      "cannot write /run (Input/output error); check the path and try again."),
 ])

@@ -30,6 +30,8 @@ _FIXES = {
     errno.EPERM: "choose a folder you may write to, or change its permissions",
     errno.ENOTDIR: "a file stands where a folder is needed; move it or choose another path",
     errno.EISDIR: "a folder stands where a file is needed; move it or choose another path",
+    # mkdir of a folder where a file of that name stands (the folders spikeforge makes)
+    errno.EEXIST: "a file stands where a folder is needed; move it or choose another path",
 }
 
 
