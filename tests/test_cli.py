@@ -82,3 +82,20 @@ def test_a_runtime_error_that_is_not_about_memory_still_shows_its_traceback(monk
     monkeypatch.setattr(recipes, "run", bug)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         main(["recipes"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "fc-lif", "--out-dir", ""], "--out-dir is given an empty value; give one or "
+                                           "leave the flag out."),
+    (["train", "fc-lif", "--config="], "--config is given an empty value; give one or leave "
+                                       "the flag out."),
+    (["train", "--resume", "", "--epochs", "2"], "--resume is given an empty value; give one "
+                                                 "or leave the flag out."),
+    (["eval", ""], "an argument is empty (\"\"); give a path or value there."),
+])
+def test_an_empty_value_is_refused_not_taken_as_the_default(argv, message, capsys, tmp_path,
+                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where runs/fc-lif would have gone
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"spikeforge: error: {message}\n"
+    assert list(tmp_path.iterdir()) == []

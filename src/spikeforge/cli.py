@@ -81,6 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_empty_values(argv: Sequence[str]) -> None:
+    """Raise :class:`UsageError` for an empty value (``--out-dir ""``, ``--config=``, an empty
+    run directory): no setting of spikeforge takes one, and a falsy path would silently mean
+    the default (``runs/RECIPE``, no config, the current folder)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--") and arg.endswith("="):
+            raise UsageError(f"{arg[:-1]} is given an empty value; give one or leave the flag "
+                             "out.")
+        if arg == "":
+            before = argv[i - 1] if i else ""
+            if before.startswith("-") and "=" not in before:
+                raise UsageError(f"{before} is given an empty value; give one or leave the "
+                                 "flag out.")
+            raise UsageError("an argument is empty (\"\"); give a path or value there.")
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A :class:`SpikeforgeWarning` as one line on stderr; other warnings as Python shows them."""
     if issubclass(category, SpikeforgeWarning):
@@ -100,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 getattr(args, "command", None), getattr(args, "data_command", None)) if name])
             raise UsageError(f"{where} does not take {' '.join(unknown)}; see {where} --help.")
         args.argv = list(sys.argv[1:] if argv is None else argv)
+        _refuse_empty_values(args.argv)
         if getattr(args, "_run", None) is None:
             parser.print_help()
             return 0
