@@ -194,3 +194,21 @@ def test_train_says_once_per_split_how_many_recordings_are_empty(tmp_path, capsy
                       "(0 bytes) and are read as blank samples without events; replace them with "
                       "the original files or delete them."
                       for split, n in (("Train", 9), ("Test", 5))]
+
+
+def test_info_counts_the_empty_recordings_of_each_split(tmp_path, capsys):
+    from spikeforge.data.binfmt import make_events, write_events
+
+    for split in ("Train", "Test"):
+        (tmp_path / split / "4").mkdir(parents=True)
+        write_events(tmp_path / split / "4" / "00001.bin", make_events([3], [3], [10], [1]))
+    (tmp_path / "Train" / "4" / "00002.bin").write_bytes(b"")
+    (tmp_path / "Train" / "4" / "00003.bin").write_bytes(b"")
+    assert main(["data", "info", str(tmp_path), "--no-checksums"]) == 0
+    out = capsys.readouterr().out
+    assert f"N-MNIST Train {tmp_path / 'Train'}: 3 recordings (2 empty, read as blank samples), " \
+        "5 bytes\n" in out
+    assert f"N-MNIST Test {tmp_path / 'Test'}: 1 recordings, 5 bytes\n" in out
+    assert main(["data", "info", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["nmnist"]
+    assert (report["Train"]["empty"], report["Test"]["empty"]) == (2, 0)

@@ -71,7 +71,8 @@ def _print_report(report: dict) -> None:
         if "error" in entry:
             print(f"  N-MNIST {split} {entry['folder']}: ERROR {entry['error']}")
             continue
-        print(f"  N-MNIST {split} {entry['folder']}: {entry['recordings']} recordings, "
+        empty = f" ({entry['empty']} empty, read as blank samples)" if entry["empty"] else ""
+        print(f"  N-MNIST {split} {entry['folder']}: {entry['recordings']} recordings{empty}, "
               f"{entry['bytes']} bytes" + (f", sha256 {entry['sha256']}" if "sha256" in entry
                                             else ""))
         print(f"    per class: {entry['per_class']}")

@@ -4,7 +4,8 @@
 
     {"folder": ..., "idx": [{"path", "kind", "shape", "sha256", "known", "per_class"?}
                             or {"path", "error"}],
-     "nmnist": {"Train": {"folder", "recordings", "per_class", "bytes", "sha256"?}, ...},
+     "nmnist": {"Train": {"folder", "recordings", "per_class", "bytes", "empty",
+                          "sha256"?}, ...},
      "simulation": <simulation.json of a simulated tree, when present>}
 
 An IDX file's ``sha256`` is that of its decompressed content, ``known`` names the official file
@@ -58,9 +59,10 @@ def _describe_split(split_dir: Path, checksums: bool) -> dict:
         if os.path.getsize(f) % 5:
             raise DataError(f"{f} has {os.path.getsize(f)} bytes, not a multiple of 5; it is "
                             "truncated or not an N-MNIST .bin file, copy it again.")
+    sizes = [os.path.getsize(f) for f in files]
     entry = {"folder": str(split_dir), "recordings": len(files),
              "per_class": [int((labels == c).sum()) for c in range(10)],
-             "bytes": sum(os.path.getsize(f) for f in files)}
+             "bytes": sum(sizes), "empty": sizes.count(0)}
     if checksums:
         digest = hashlib.sha256()
         for f in files:
