@@ -151,6 +151,22 @@ def test_overwrite_replaces_the_run(run_copy, mnist_dir, capsys):
     assert len((run_copy / "metrics.csv").read_text().splitlines()) == 2
 
 
+def test_resume_removes_the_temporary_files_of_a_run_killed_mid_write(run_copy, capsys):
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # the killed writer: its pid names no process any more
+    left = [run_copy / f".{name}.{child.pid}.tmp{suffix}" for name, suffix in
+            (("config", ".json"), ("metrics", ".csv"), ("metrics", ".jsonl"))]
+    for path in left:
+        path.write_text("half")
+    assert main(["train", "--resume", str(run_copy), "--epochs", "2", "--no-progress"]) == 0
+    assert not any(path.exists() for path in left)
+    assert sorted(p.name for p in run_copy.iterdir()) == [
+        "best", "config.json", "last", "metrics.csv", "metrics.jsonl", "tensorboard"]
+
+
 def test_resume_refuses_changed_settings(run_copy, capsys):
     before = snapshot(run_copy)
     fails(capsys, ["train", "--resume", str(run_copy), "--lr", "0.5"],

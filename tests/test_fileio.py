@@ -53,3 +53,23 @@ def test_replacing_removes_what_a_library_wrote_when_it_fails(tmp_path):
 ])
 def test_describe_names_the_path_the_cause_and_a_fix(err, expected):
     assert fileio.describe(err, "/run") == expected
+
+
+def _finished_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: the pid no longer names a process
+    return child.pid
+
+
+def test_discard_stale_removes_only_what_a_dead_writer_left(tmp_path):
+    target = tmp_path / "metrics.csv"
+    dead = tmp_path / f".metrics.{_finished_pid()}.tmp.csv"
+    live = tmp_path / f".metrics.{os.getpid()}.tmp.csv"   # a writer still at work
+    other = tmp_path / ".metrics.notes.tmp.csv"            # not a name replacing() gives
+    for path in (dead, live, other):
+        path.write_text("half")
+    assert fileio.discard_stale(target) == [dead]
+    assert sorted(tmp_path.iterdir()) == sorted([live, other])

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from .. import __version__
 from .. import functional as SF
 from ..errors import CheckpointError, ConfigError
-from ..fileio import atomic_write, writing
+from ..fileio import atomic_write, discard_stale, writing
 from . import checkpoint
 from .build import TEST_STREAM, Task, build_model, build_task, load_data, stream_seed
 from .recipes import TrainConfig, from_dict
@@ -44,6 +44,13 @@ METRICS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "train_i
 #: The columns that are not TensorBoard scalars (the step, and the test set's extent).
 NOT_SCALARS = ("epoch", "test_images", "test_set_images")
 META_KEYS = ("format", "spikeforge_version", "torch_version")
+
+
+def discard_stale_files(run_dir: Path) -> None:
+    """Remove what a run killed with SIGKILL while writing its config or metrics left behind
+    (the checkpoints' own leftovers are recovered by :func:`checkpoint.save`)."""
+    for name in (CONFIG, "metrics.csv", "metrics.jsonl"):
+        discard_stale(run_dir / name)
 
 
 def write_config(run_dir: Path, config: TrainConfig) -> None:

@@ -56,6 +56,7 @@ from .run import (
     NOT_SCALARS,
     check_out_dir,
     clear_run,
+    discard_stale_files,
     read_config,
     write_config,
     write_metrics,
@@ -174,6 +175,7 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
             clear_run(out_dir)
         with writing(out_dir):
             out_dir.mkdir(parents=True, exist_ok=True)
+        discard_stale_files(out_dir)
         write_config(out_dir, config)
         write_metrics(out_dir, history)
         writer = _Scalars(out_dir / "tensorboard", purge_step=done + 1 if done else None)
