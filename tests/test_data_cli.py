@@ -212,3 +212,24 @@ def test_info_counts_the_empty_recordings_of_each_split(tmp_path, capsys):
     assert main(["data", "info", str(tmp_path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)["nmnist"]
     assert (report["Train"]["empty"], report["Test"]["empty"]) == (2, 0)
+
+
+def test_simulate_adds_to_its_own_tree_but_never_mixes_into_another(tmp_path, capsys):
+    mnist = _tiny_mnist(tmp_path / "mnist")
+    out = tmp_path / "nm"
+    sim = ["data", "simulate-nmnist", "--mnist-dir", str(mnist), "--out", str(out),
+           "--no-progress"]
+    assert main([*sim, "--limit", "2"]) == 0
+    assert main([*sim, "--limit", "4"]) == 0  # the same simulation, continued
+    assert len(list(out.glob("Train/*/*.bin"))) == 4
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main([*sim, "--seed", "1"]) == 2
+    assert capsys.readouterr().err == (
+        f"spikeforge: error: --out {out} already holds N-MNIST recordings of another source (the "
+        "real N-MNIST, or a simulation with another seed than 1 or config); choose an empty "
+        "folder, so they are not mixed.\n")
+    (out / "simulation.json").unlink()  # as the real N-MNIST: recordings, no simulation.json
+    del before[out / "simulation.json"]
+    assert main(sim) == 2
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
