@@ -96,11 +96,22 @@ def write_metrics(run_dir: Path, history: list[dict[str, float]]) -> None:
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, float]]:
-    """The rows of ``metrics.jsonl`` (empty when the run has none yet)."""
+    """The rows of ``metrics.jsonl`` (empty when the run has none yet). Raises ValueError for
+    a line that is not JSON, or not an object of numbers with a whole ``epoch``."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if not (isinstance(row, dict) and type(row.get("epoch")) is int and all(
+                value is None or type(value) in (int, float) for value in row.values())):
+            raise ValueError(f"line {number} is not a metrics row: an object of numbers with "
+                             "a whole epoch")
+        rows.append(row)
+    return rows
 
 
 def check_out_dir(out_dir: Path, overwrite: bool) -> None:
