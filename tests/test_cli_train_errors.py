@@ -250,6 +250,27 @@ def test_a_damaged_or_foreign_checkpoint_is_named_and_left_alone(damage, target,
     assert snapshot(run_copy) == before
 
 
+@pytest.mark.parametrize("key, value, words", [
+    ("epoch", "1", "its 'epoch' is not a whole number"),
+    ("best_acc", None, "its 'best_acc' is not a number"),
+    ("history", "rows", "its 'history' is not a list of metrics rows"),
+    ("rng", [1], "its 'rng' is not random states"),
+    ("optimizer", "adam", "its 'optimizer' is not an optimizer state"),
+    ("scheduler", 3, "its 'scheduler' is not a scheduler state"),
+    ("history", ["row"], "its epoch, history or random state is malformed"),
+])
+def test_resume_of_a_state_with_a_malformed_field_is_refused(key, value, words, run_copy,
+                                                              capsys):
+    path = run_copy / "last" / "state.pt"
+    state = torch.load(path, weights_only=True)
+    state[key] = value  # the weights' SHA-256 still matches: only the state is malformed
+    torch.save(state, path)
+    before = snapshot(run_copy)
+    fails(capsys, ["train", "--resume", str(run_copy), "--epochs", "2"],
+          f"{path} is damaged ({words}); use another checkpoint.")
+    assert snapshot(run_copy) == before
+
+
 def test_eval_and_predict_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     fails(capsys, ["eval", str(tmp_path)], "holds no config.json")
     fails(capsys, ["predict", str(tmp_path / "missing"), "--index", "0"], "does not exist")

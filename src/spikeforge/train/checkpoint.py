@@ -122,6 +122,28 @@ def save(run_dir: str | os.PathLike, name: str, model: nn.Module, state: dict[st
     return final
 
 
+#: what training needs of a state to resume from it: key -> (types, in words)
+_RESUMABLE = {"epoch": (int, "a whole number"), "best_acc": ((int, float), "a number"),
+              "history": (list, "a list of metrics rows"), "rng": (dict, "random states"),
+              "optimizer": (dict, "an optimizer state"),
+              "scheduler": (dict, "a scheduler state"), "scaler": (dict, "a scaler state")}
+
+
+def check_resumable(state: dict[str, Any], state_path: str | os.PathLike) -> dict[str, Any]:
+    """Raise :class:`CheckpointError` when a loaded state lacks what ``train --resume`` reads
+    (its epoch, best accuracy, history, random, optimizer and scaler states); return it."""
+    for key, (kinds, words) in _RESUMABLE.items():
+        value = state.get(key)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise CheckpointError(f"{state_path} is damaged (its {key!r} is not {words}); "
+                                  "use another checkpoint.")
+    if state["epoch"] < 0 or not all(isinstance(row, dict) for row in state["history"]) \
+            or not isinstance(state["rng"].get("torch"), torch.Tensor):
+        raise CheckpointError(f"{state_path} is damaged (its epoch, history or random state is "
+                              "malformed); use another checkpoint.")
+    return state
+
+
 def _load_failure(err: BaseException) -> str:
     """Why ``torch.load(weights_only=True)`` failed, in a few words: the code a pickle would run
     (never PyTorch's advice to load it unsafely), else the first sentence of PyTorch's message."""

@@ -130,7 +130,9 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                     checkpoint.recover(out_dir, name)
         dist.barrier()
         if _has_checkpoint(out_dir):
-            state = checkpoint.load_state(checkpoint.locate(out_dir, "last"))
+            last = checkpoint.locate(out_dir, "last")
+            state = checkpoint.check_resumable(checkpoint.load_state(last),
+                                               last / checkpoint.STATE)
             if config.epochs < state["epoch"]:
                 raise ConfigError(f"--epochs {config.epochs} is fewer than the {state['epoch']} "
                                   f"epochs {out_dir} has finished; resume it with --epochs "
