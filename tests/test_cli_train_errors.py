@@ -214,6 +214,13 @@ def _foreign_config(path):
     (path.parent.parent / "config.json").write_text(json.dumps({"lr": 0.1, "layers": 3}))
 
 
+def _lost_setting(path):
+    config = path.parent.parent / "config.json"
+    data = json.loads(config.read_text())
+    del data["T"]  # would silently have become the recipe's T = 100
+    config.write_text(json.dumps(data))
+
+
 def _unknown_recipe(path):
     config = path.parent.parent / "config.json"
     config.write_text(config.read_text().replace('"recipe": "fc-lif"', '"recipe": "fc-lif2"'))
@@ -235,6 +242,8 @@ def _no_last(path):
                                      "loads); use another checkpoint."]),
     (_other_models_weights, "state.pt", ["holds weights of 'csnn'", "fc-lif"]),
     (_foreign_config, "state.pt", ["is not a spikeforge run config"]),
+    (_lost_setting, "state.pt", ["config.json lacks the setting T, which the run was trained "
+                                 "with; the file is damaged, restore it from a copy."]),
     (_unknown_recipe, "state.pt", ["config.json names recipe 'fc-lif2', which is not one of "
                                    "fc-lif, csnn,"]),
     (_no_last, "state.pt", ["last does not exist"]),

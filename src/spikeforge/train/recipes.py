@@ -302,6 +302,11 @@ def from_dict(data: dict[str, Any], where: str) -> TrainConfig:
     if not isinstance(data, dict) or "recipe" not in data or not set(data) <= names:
         raise ConfigError(f"{where} is not a spikeforge training config; point to a run "
                           "directory written by `spikeforge train`.")
+    missing = sorted(names - set(data) - {"description"})
+    if missing:
+        raise ConfigError(f"{where} lacks the setting{'s' if len(missing) > 1 else ''} "
+                          f"{', '.join(missing)}, which the run was trained with; the file is "
+                          "damaged, restore it from a copy.")
     if data["recipe"] not in RECIPES:
         raise ConfigError(f"{where} names recipe {data['recipe']!r}, which is not one of "
                           f"{', '.join(RECIPES)}; point to a run written by `spikeforge train`.")
