@@ -88,6 +88,17 @@ def test_a_batch_larger_than_the_training_set_is_refused(mnist_dir, tmp_path, ca
     assert not out.exists()
 
 
+def test_a_relative_data_dir_is_saved_absolute_so_the_run_works_from_anywhere(
+        mnist_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(mnist_dir.parent)
+    assert main(["train", "fc-lif", "-T", "2", "--epochs", "1", "--data-dir", mnist_dir.name,
+                 "--out-dir", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data_dir"] == \
+        str(mnist_dir)
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "run", "--no-progress"]) == 0
+
+
 def test_a_missing_data_dir_is_named(tmp_path, capsys):
     out = tmp_path / "run"
     fails(capsys, ["train", "fc-lif", "--data-dir", str(tmp_path / "nowhere"), "--out-dir",

@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         return distributed.launch(args.nproc, distributed.strip_nproc(args.argv))
 
     overrides = {field: getattr(args, dest) for dest, field in FIELDS.items()}
+    if args.data_dir:  # saved in config.json: eval, predict and --resume may run elsewhere
+        overrides["data_dir"] = str(Path(args.data_dir).absolute())
     if args.resume:
         if args.config:
             raise ConfigError("--config cannot be combined with --resume; a resumed run keeps "
