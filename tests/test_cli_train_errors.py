@@ -128,6 +128,15 @@ def test_a_config_file_is_layered_and_checked(mnist_dir, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_config_file_naming_another_model_is_refused(tmp_path, capsys):
+    other = tmp_path / "other.toml"
+    other.write_text('model = "fc-lif"\n')
+    fails(capsys, ["train", "csnn", "--config", str(other), "--out-dir", str(tmp_path / "r")],
+          f"model 'fc-lif' in --config {other} is not the model of recipe csnn (csnn); choose "
+          "the recipe instead (spikeforge recipes lists them), or drop the setting.")
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_config_file_that_is_not_utf8_text_is_named(tmp_path, capsys):
     binary = tmp_path / "binary.toml"
     binary.write_bytes(b"\xff\xfe\x00lr = 1\n")  # e.g. saved as UTF-16, or not a text file

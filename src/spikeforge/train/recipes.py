@@ -227,6 +227,11 @@ def resolve(recipe: str, file_settings: dict[str, Any] | None = None,
             config_path: str | os.PathLike | None = None) -> TrainConfig:
     """Recipe defaults, then the TOML file's settings, then the flags (``None`` = not given)."""
     config = recipe_defaults(recipe)
+    model = (file_settings or {}).get("model", config.model)
+    if model != config.model:
+        raise ConfigError(f"model {model!r} in --config {config_path} is not the model of recipe "
+                          f"{recipe} ({config.model}); choose the recipe instead (spikeforge "
+                          "recipes lists them), or drop the setting.")
     for source, where in ((file_settings or {}, f"--config {config_path}"),
                           (overrides or {}, "the command line")):
         for key, value in source.items():
