@@ -55,3 +55,47 @@ def test_a_command_line_that_does_not_parse_is_one_sentence_and_exit_2(argv, nee
     assert "usage:" not in err and err.rstrip().endswith("--help.")
     for needle in needles:
         assert needle in err, err
+
+
+def test_running_out_of_memory_is_one_sentence_and_exit_2(monkeypatch, capsys):
+    import torch
+
+    from spikeforge.commands import recipes
+
+    def allocate_4_eib(args):  # beyond any address space: PyTorch's allocator refuses at once
+        torch.empty(2**62, dtype=torch.uint8)
+
+    monkeypatch.setattr(recipes, "run", allocate_4_eib)
+    assert main(["recipes"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("spikeforge: error: the machine ran out of memory (it asked for 4.29e+09 GiB);"
+                   " lower --batch-size or -T (or the model's size: --channels, hidden), or run "
+                   "where more memory is free.\n")
+
+
+def test_a_runtime_error_that_is_not_about_memory_still_shows_its_traceback(monkeypatch):
+    from spikeforge.commands import recipes
+
+    def bug(args):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(recipes, "run", bug)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        main(["recipes"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "fc-lif", "--out-dir", ""], "--out-dir is given an empty value; give one or "
+                                           "leave the flag out."),
+    (["train", "fc-lif", "--config="], "--config is given an empty value; give one or leave "
+                                       "the flag out."),
+    (["train", "--resume", "", "--epochs", "2"], "--resume is given an empty value; give one "
+                                                 "or leave the flag out."),
+    (["eval", ""], "an argument is empty (\"\"); give a path or value there."),
+])
+def test_an_empty_value_is_refused_not_taken_as_the_default(argv, message, capsys, tmp_path,
+                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where runs/fc-lif would have gone
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"spikeforge: error: {message}\n"
+    assert list(tmp_path.iterdir()) == []

@@ -80,6 +80,25 @@ def test_bad_settings_are_refused_before_anything_is_written(flags, needles, mni
     assert not out.exists()
 
 
+def test_a_batch_larger_than_the_training_set_is_refused(mnist_dir, tmp_path, capsys):
+    out = tmp_path / "run"  # 128 training images; the last, short batch is dropped
+    fails(capsys, ["train", "fc-lif", "-b", "129", "--data-dir", str(mnist_dir), "--out-dir",
+                   str(out)], "--batch-size 129 is larger than the 128 training images, so not "
+                              "one full batch is left to train on; use at most 128.")
+    assert not out.exists()
+
+
+def test_a_relative_data_dir_is_saved_absolute_so_the_run_works_from_anywhere(
+        mnist_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(mnist_dir.parent)
+    assert main(["train", "fc-lif", "-T", "2", "--epochs", "1", "--data-dir", mnist_dir.name,
+                 "--out-dir", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data_dir"] == \
+        str(mnist_dir)
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "run", "--no-progress"]) == 0
+
+
 def test_a_missing_data_dir_is_named(tmp_path, capsys):
     out = tmp_path / "run"
     fails(capsys, ["train", "fc-lif", "--data-dir", str(tmp_path / "nowhere"), "--out-dir",
@@ -109,6 +128,23 @@ def test_a_config_file_is_layered_and_checked(mnist_dir, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_config_file_naming_another_model_is_refused(tmp_path, capsys):
+    other = tmp_path / "other.toml"
+    other.write_text('model = "fc-lif"\n')
+    fails(capsys, ["train", "csnn", "--config", str(other), "--out-dir", str(tmp_path / "r")],
+          f"model 'fc-lif' in --config {other} is not the model of recipe csnn (csnn); choose "
+          "the recipe instead (spikeforge recipes lists them), or drop the setting.")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_config_file_that_is_not_utf8_text_is_named(tmp_path, capsys):
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00lr = 1\n")  # e.g. saved as UTF-16, or not a text file
+    fails(capsys, ["train", "fc-lif", "--config", str(binary), "--out-dir", str(tmp_path / "r")],
+          f"--config {binary} is not a readable TOML file", "can't decode byte 0xff")
+    assert not (tmp_path / "r").exists()
+
+
 def test_an_out_dir_holding_another_run_is_refused(finished_run, mnist_dir, capsys):
     before = snapshot(finished_run)
     fails(capsys, ["train", "fc-lif", "-T", "2", "--data-dir", str(mnist_dir), "--out-dir",
@@ -133,6 +169,22 @@ def test_overwrite_replaces_the_run(run_copy, mnist_dir, capsys):
     assert json.loads((run_copy / "config.json").read_text())["T"] == 3
     assert not (run_copy / "figure.png").exists()
     assert len((run_copy / "metrics.csv").read_text().splitlines()) == 2
+
+
+def test_resume_removes_the_temporary_files_of_a_run_killed_mid_write(run_copy, capsys):
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # the killed writer: its pid names no process any more
+    left = [run_copy / f".{name}.{child.pid}.tmp{suffix}" for name, suffix in
+            (("config", ".json"), ("metrics", ".csv"), ("metrics", ".jsonl"))]
+    for path in left:
+        path.write_text("half")
+    assert main(["train", "--resume", str(run_copy), "--epochs", "2", "--no-progress"]) == 0
+    assert not any(path.exists() for path in left)
+    assert sorted(p.name for p in run_copy.iterdir()) == [
+        "best", "config.json", "last", "metrics.csv", "metrics.jsonl", "tensorboard"]
 
 
 def test_resume_refuses_changed_settings(run_copy, capsys):
@@ -182,6 +234,18 @@ def _foreign_config(path):
     (path.parent.parent / "config.json").write_text(json.dumps({"lr": 0.1, "layers": 3}))
 
 
+def _lost_setting(path):
+    config = path.parent.parent / "config.json"
+    data = json.loads(config.read_text())
+    del data["T"]  # would silently have become the recipe's T = 100
+    config.write_text(json.dumps(data))
+
+
+def _unknown_recipe(path):
+    config = path.parent.parent / "config.json"
+    config.write_text(config.read_text().replace('"recipe": "fc-lif"', '"recipe": "fc-lif2"'))
+
+
 def _no_last(path):
     shutil.rmtree(path.parent)
 
@@ -189,11 +253,19 @@ def _no_last(path):
 @pytest.mark.parametrize("damage, target, needles", [
     (_truncate, "model.safetensors", ["does not match", "SHA-256"]),
     (_flip_last_byte, "model.safetensors", ["damaged or was replaced"]),
-    (_truncate, "state.pt", ["state.pt is damaged"]),
+    (_truncate, "state.pt", ["state.pt is damaged or not a spikeforge checkpoint ("
+                             "PytorchStreamReader failed reading zip archive: failed finding "
+                             "central directory); use another checkpoint."]),
     (_foreign_state, "state.pt", ["is not a spikeforge checkpoint"]),
-    (_pickled_function, "state.pt", ["state.pt is damaged or not a spikeforge checkpoint"]),
+    (_pickled_function, "state.pt", ["state.pt is damaged or not a spikeforge checkpoint (it would "
+                                     "run Python code, shutil.rmtree, which spikeforge never "
+                                     "loads); use another checkpoint."]),
     (_other_models_weights, "state.pt", ["holds weights of 'csnn'", "fc-lif"]),
     (_foreign_config, "state.pt", ["is not a spikeforge run config"]),
+    (_lost_setting, "state.pt", ["config.json lacks the setting T, which the run was trained "
+                                 "with; the file is damaged, restore it from a copy."]),
+    (_unknown_recipe, "state.pt", ["config.json names recipe 'fc-lif2', which is not one of "
+                                   "fc-lif, csnn,"]),
     (_no_last, "state.pt", ["last does not exist"]),
 ])
 def test_a_damaged_or_foreign_checkpoint_is_named_and_left_alone(damage, target, needles,
@@ -207,9 +279,40 @@ def test_a_damaged_or_foreign_checkpoint_is_named_and_left_alone(damage, target,
     assert snapshot(run_copy) == before
 
 
+@pytest.mark.parametrize("key, value, words", [
+    ("epoch", "1", "its 'epoch' is not a whole number"),
+    ("best_acc", None, "its 'best_acc' is not a number"),
+    ("history", "rows", "its 'history' is not a list of metrics rows"),
+    ("rng", [1], "its 'rng' is not random states"),
+    ("optimizer", "adam", "its 'optimizer' is not an optimizer state"),
+    ("scheduler", 3, "its 'scheduler' is not a scheduler state"),
+    ("history", ["row"], "its epoch, history or random state is malformed"),
+])
+def test_resume_of_a_state_with_a_malformed_field_is_refused(key, value, words, run_copy,
+                                                              capsys):
+    path = run_copy / "last" / "state.pt"
+    state = torch.load(path, weights_only=True)
+    state[key] = value  # the weights' SHA-256 still matches: only the state is malformed
+    torch.save(state, path)
+    before = snapshot(run_copy)
+    fails(capsys, ["train", "--resume", str(run_copy), "--epochs", "2"],
+          f"{path} is damaged ({words}); use another checkpoint.")
+    assert snapshot(run_copy) == before
+
+
 def test_eval_and_predict_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     fails(capsys, ["eval", str(tmp_path)], "holds no config.json")
     fails(capsys, ["predict", str(tmp_path / "missing"), "--index", "0"], "does not exist")
+
+
+def test_a_file_given_as_the_run_directory_is_called_a_file(finished_run, capsys):
+    config = finished_run / "config.json"
+    for argv in (["train", "--resume", str(config)], ["eval", str(config)],
+                 ["predict", str(config), "--index", "0"], ["plot", str(config)],
+                 ["export", str(config), "--nir", str(finished_run / "x.nir")]):
+        fails(capsys, argv, f"{config} is a file, not a folder; give a run directory written "
+                            "by `spikeforge train`.")
+    assert not (finished_run / "x.nir").exists()
 
 
 def test_predict_refuses_a_bad_index_or_image(finished_run, tmp_path, capsys):

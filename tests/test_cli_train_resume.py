@@ -70,3 +70,25 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path, capsys):
             assert all(torch.equal(pa[k], pb[k]) for k in pa)
     assert metrics(killed) == metrics(straight)
     assert [row["epoch"] for row in metrics(killed)] == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_mid_epoch_exits_130_keeping_the_last_epoch(signum, tmp_path):
+    data = write_mnist(tmp_path / "mnist", n_train=640, n_test=128)
+    run = tmp_path / "run"
+    victim = subprocess.Popen(command(data, run), env=env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in victim.stdout:
+        if line.startswith("train 2/3") and " 40/40 " not in line:
+            victim.send_signal(signum)  # a few batches into epoch 2
+            break
+    victim.stdout.read()
+    assert victim.wait(timeout=60) == 130
+    assert victim.stderr.read() == (f"spikeforge: interrupted; {run / 'last'} keeps the last "
+                                    "finished epoch: continue with spikeforge train --resume "
+                                    f"{run}\n")
+    assert torch.load(run / "last" / "state.pt", weights_only=True)["epoch"] == 1
+    assert len(metrics(run)) == 1
+    assert sorted(p.name for p in run.iterdir()) == ["best", "config.json", "last", "metrics.csv",
+                                                     "metrics.jsonl", "tensorboard"]

@@ -234,3 +234,20 @@ def test_a_real_full_disk(tiny_disk, mnist_dir, capsys):
     assert leftovers(run) == []
     for path in ("last/model.safetensors", "last/state.pt", "metrics.csv", "metrics.jsonl"):
         assert after[path] == before[path]
+
+
+def test_an_export_onto_a_full_disk(tiny_disk, finished_run, capsys):
+    pytest.importorskip("nir")
+    free = shutil.disk_usage(tiny_disk).free
+    (tiny_disk / "filler").write_bytes(bytes(max(free - 16 * 1024, 0)))  # < the 70 kB graph
+    fails(capsys, ["export", str(finished_run), "--nir", str(tiny_disk / "net.nir"),
+                   "--no-progress"], f"cannot write {tiny_disk / 'net.nir'} ({FULL}); free space")
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]
+
+
+def test_a_file_where_an_output_folder_is_needed(finished_run, tmp_path, capsys):
+    (tmp_path / "figures").write_text("notes")
+    fails(capsys, ["plot", str(finished_run), "--out-dir", str(tmp_path / "figures")],
+          f"cannot write {tmp_path / 'figures' / 'acc.png'} (File exists); a file stands where "
+          "a folder is needed; move it or choose another path.")
+    assert (tmp_path / "figures").read_text() == "notes"

@@ -56,6 +56,40 @@ def test_info_flags_a_damaged_file_and_an_empty_folder(tmp_path, capsys):
     assert "holds no MNIST-format" in err and "Traceback" not in err
 
 
+def test_info_flags_labels_outside_0_to_9_as_training_does(tmp_path, capsys):
+    _tiny_mnist(tmp_path)
+    bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    write_idx(bad, np.array([1, 200] + [0] * 10, dtype=np.uint8))
+    assert main(["data", "info", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert f"{bad}: ERROR {bad} has label 200 outside 0-9; it is not an MNIST-family labels " \
+        "file." in out and out.count("sha256") == 3
+    assert err.startswith("spikeforge: error: 1 of the entries surveyed") and str(bad) in err
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda f: f.write_bytes(f.read_bytes()[:-2]), "has 8 bytes, not a multiple of 5"),
+    (lambda f: f.write_bytes(bytes([40, 3, 0, 0, 10]) + f.read_bytes()),
+     "has events outside the 34x34 N-MNIST sensor"),
+])
+def test_info_flags_a_damaged_nmnist_recording_as_training_does(damage, needle, tmp_path,
+                                                                 capsys):
+    from spikeforge.data.binfmt import make_events, write_events
+
+    for split in ("Train", "Test"):
+        (tmp_path / split / "3").mkdir(parents=True)
+        write_events(tmp_path / split / "3" / "00001.bin", make_events([3, 4], [3, 5],
+                                                                       [10, 20], [1, 0]))
+    bad = tmp_path / "Test" / "3" / "00001.bin"
+    damage(bad)
+    assert main(["data", "info", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert f"N-MNIST Test {tmp_path / 'Test'}: ERROR {bad} {needle}" in out
+    assert f"N-MNIST Train {tmp_path / 'Train'}: 1 recordings, 10 bytes" in out
+    assert err.startswith("spikeforge: error: 1 of the entries surveyed") and \
+        err.count("\n") == 1 and str(tmp_path / "Test") in err
+
+
 def test_simulate_from_damaged_mnist_fails_cleanly(tmp_path, capsys):
     mnist = _tiny_mnist(tmp_path / "mnist")
     images = mnist / "train-images-idx3-ubyte.gz"
@@ -70,6 +104,27 @@ def test_simulate_from_damaged_mnist_fails_cleanly(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="real MNIST not available")
+@pytest.mark.parametrize("argv, needle", [
+    (["simulate-nmnist", "--seed", "-1"], "--seed must be >= 0, got -1."),
+    (["simulate-nmnist", "--workers", "-2"], "--workers must be >= 0, got -2."),
+    (["prepare-nmnist", "--workers", "-2"], "--workers must be >= 0, got -2."),
+])
+def test_negative_seed_or_workers_are_refused_before_anything_is_written(argv, needle, tmp_path,
+                                                                        capsys):
+    mnist = _tiny_mnist(tmp_path / "mnist")
+    out = tmp_path / "nm"
+    where = ["--mnist-dir", str(mnist), "--out", str(out)] if argv[0] == "simulate-nmnist" \
+        else [str(out), "--cache-dir", str(tmp_path / "cache")]
+    if argv[0] == "prepare-nmnist":
+        assert main(["data", "simulate-nmnist", "--mnist-dir", str(mnist), "--out", str(out),
+                     "--limit", "2", "--no-progress"]) == 0
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    capsys.readouterr()
+    assert main(["data", argv[0], *where, *argv[1:]]) == 2
+    assert capsys.readouterr().err == f"spikeforge: error: {needle}\n"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
 def test_simulate_real_mnist_parsed_by_tonic(tmp_path, capsys):
     tonic = pytest.importorskip("tonic")
     from spikeforge.data.binfmt import read_events
@@ -139,3 +194,42 @@ def test_train_says_once_per_split_how_many_recordings_are_empty(tmp_path, capsy
                       "(0 bytes) and are read as blank samples without events; replace them with "
                       "the original files or delete them."
                       for split, n in (("Train", 9), ("Test", 5))]
+
+
+def test_info_counts_the_empty_recordings_of_each_split(tmp_path, capsys):
+    from spikeforge.data.binfmt import make_events, write_events
+
+    for split in ("Train", "Test"):
+        (tmp_path / split / "4").mkdir(parents=True)
+        write_events(tmp_path / split / "4" / "00001.bin", make_events([3], [3], [10], [1]))
+    (tmp_path / "Train" / "4" / "00002.bin").write_bytes(b"")
+    (tmp_path / "Train" / "4" / "00003.bin").write_bytes(b"")
+    assert main(["data", "info", str(tmp_path), "--no-checksums"]) == 0
+    out = capsys.readouterr().out
+    assert f"N-MNIST Train {tmp_path / 'Train'}: 3 recordings (2 empty, read as blank samples), " \
+        "5 bytes\n" in out
+    assert f"N-MNIST Test {tmp_path / 'Test'}: 1 recordings, 5 bytes\n" in out
+    assert main(["data", "info", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["nmnist"]
+    assert (report["Train"]["empty"], report["Test"]["empty"]) == (2, 0)
+
+
+def test_simulate_adds_to_its_own_tree_but_never_mixes_into_another(tmp_path, capsys):
+    mnist = _tiny_mnist(tmp_path / "mnist")
+    out = tmp_path / "nm"
+    sim = ["data", "simulate-nmnist", "--mnist-dir", str(mnist), "--out", str(out),
+           "--no-progress"]
+    assert main([*sim, "--limit", "2"]) == 0
+    assert main([*sim, "--limit", "4"]) == 0  # the same simulation, continued
+    assert len(list(out.glob("Train/*/*.bin"))) == 4
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main([*sim, "--seed", "1"]) == 2
+    assert capsys.readouterr().err == (
+        f"spikeforge: error: --out {out} already holds N-MNIST recordings of another source (the "
+        "real N-MNIST, or a simulation with another seed than 1 or config); choose an empty "
+        "folder, so they are not mixed.\n")
+    (out / "simulation.json").unlink()  # as the real N-MNIST: recordings, no simulation.json
+    del before[out / "simulation.json"]
+    assert main(sim) == 2
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

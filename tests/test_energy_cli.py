@@ -98,8 +98,20 @@ def test_unwritable_out_dir_exits_2(run_dir, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     capsys.readouterr()
-    assert main(["energy", str(run_dir), "--batches", "1", "-b", "10",
+    assert main(["energy", str(run_dir), "--batches", "1", "-b", "10", "--no-progress",
                  "--out-dir", str(blocker)]) == 2
     err = capsys.readouterr().err.strip()
     assert "--out-dir" in err and len(err.splitlines()) == 1
     assert blocker.read_text() == "not a folder"
+
+
+def test_energy_shows_progress_on_stderr_unless_told_not_to(run_dir, tmp_path, capsys):
+    capsys.readouterr()
+    argv = ["energy", str(run_dir), "--batches", "2", "-b", "10", "--json", "--out-dir",
+            str(tmp_path)]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert err == "energy  1/2  batches\nenergy  2/2  batches\n"  # not a terminal: plain lines
+    assert json.loads(out)["samples"] == 20  # stdout stays JSON
+    assert main([*argv, "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""

@@ -44,6 +44,28 @@ def test_export_writes_the_graph_and_its_report(tmp_path, capsys):
     assert "exact" in capsys.readouterr().out
 
 
+def test_export_takes_the_checkpoint_flag_of_the_other_commands(tmp_path):
+    run_dir, model = _run_dir(tmp_path, "fc-lif")
+    checkpoint.save(run_dir, "last", model, {"epoch": 5}, "fc-lif")
+    for flag in ("--checkpoint", "--which"):
+        out = tmp_path / f"{flag[2:]}.nir"
+        assert main(["export", str(run_dir), "--nir", str(out), flag, "last"]) == 0
+        report = json.loads(out.with_name(out.name + ".report.json").read_text())
+        assert report["notes"][0] == f"exported from {run_dir} (fc-lif, last checkpoint, epoch 5)"
+
+
+def test_an_input_shape_the_network_cannot_take_is_one_sentence(tmp_path, capsys):
+    run_dir, _ = _run_dir(tmp_path, "fc-lif")
+    out = tmp_path / "x.nir"
+    assert main(["export", str(run_dir), "--nir", str(out), "--input-shape", "3,32,32",
+                 "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"spikeforge: error: --input-shape 3,32,32 does not fit the network of {run_dir} (mat1 "
+        "and mat2 shapes cannot be multiplied (1x3072 and 784x10)); leave it out to use the "
+        "shape it was trained on, 1,28,28.\n")
+    assert not out.exists() and list(tmp_path.glob("*.nir*")) == []
+
+
 def test_export_refuses_max_pooling_with_exit_status_2(tmp_path, capsys):
     run_dir, _ = _run_dir(tmp_path, "csnn", channels=4)
     out = tmp_path / "csnn.nir"

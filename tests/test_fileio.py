@@ -45,8 +45,31 @@ def test_replacing_removes_what_a_library_wrote_when_it_fails(tmp_path):
     (OSError("Unable to synchronously create file (unable to open file: name = 'a.nir', "
              "errno = 30, error message = 'Read-only file system', flags = 13)"),
      "cannot write /run (Read-only file system); choose a folder on a writable disk."),
+    (FileExistsError(errno.EEXIST, "File exists"),
+     "cannot write /run (File exists); a file stands where a folder is needed; move it or "
+     "choose another path."),
     (OSError(errno.EIO, "Input/output error"),
      "cannot write /run (Input/output error); check the path and try again."),
 ])
 def test_describe_names_the_path_the_cause_and_a_fix(err, expected):
     assert fileio.describe(err, "/run") == expected
+
+
+def _finished_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: the pid no longer names a process
+    return child.pid
+
+
+def test_discard_stale_removes_only_what_a_dead_writer_left(tmp_path):
+    target = tmp_path / "metrics.csv"
+    dead = tmp_path / f".metrics.{_finished_pid()}.tmp.csv"
+    live = tmp_path / f".metrics.{os.getpid()}.tmp.csv"   # a writer still at work
+    other = tmp_path / ".metrics.notes.tmp.csv"            # not a name replacing() gives
+    for path in (dead, live, other):
+        path.write_text("half")
+    assert fileio.discard_stale(target) == [dead]
+    assert sorted(tmp_path.iterdir()) == sorted([live, other])

@@ -199,3 +199,19 @@ def test_bad_input_exits_2_with_one_sentence(mnist_run, tmp_path, capsys):
     assert main(["inspect", str(mnist_run), "--index", "0", "--gif-stride", "0"]) == 2
     assert "--gif-stride 0 must be at least 1" in one_error_line(capsys)
     assert not os.path.exists(bare / "figures")
+
+
+@pytest.mark.parametrize("line, cause", [
+    ('{"epoch": 1, "train_los', "Unterminated string starting at: line 1 column 14 (char 13)"),
+    ("[1, 2]", "line 1 is not a metrics row: an object of numbers with a whole epoch"),
+    ('{"epoch": "x", "test_acc": 0.5}', "line 1 is not a metrics row: an object of numbers with "
+                                        "a whole epoch"),
+])
+def test_plot_of_damaged_metrics_is_one_sentence(line, cause, mnist_run, tmp_path, capsys):
+    run = shutil.copytree(mnist_run, tmp_path / "run")
+    (run / "metrics.jsonl").write_text(line + "\n")
+    capsys.readouterr()
+    assert main(["plot", str(run), "--out-dir", str(tmp_path / "figures")]) == 2
+    assert capsys.readouterr().err == (f"spikeforge: error: {run / 'metrics.jsonl'} is damaged "
+                                       f"({cause}); the curves cannot be drawn.\n")
+    assert not (tmp_path / "figures").exists()

@@ -88,6 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_empty_values(argv: Sequence[str]) -> None:
+    """Raise :class:`UsageError` for an empty value (``--out-dir ""``, ``--config=``, an empty
+    run directory): no setting of spikeforge takes one, and a falsy path would silently mean
+    the default (``runs/RECIPE``, no config, the current folder)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--") and arg.endswith("="):
+            raise UsageError(f"{arg[:-1]} is given an empty value; give one or leave the flag "
+                             "out.")
+        if arg == "":
+            before = argv[i - 1] if i else ""
+            if before.startswith("-") and "=" not in before:
+                raise UsageError(f"{before} is given an empty value; give one or leave the "
+                                 "flag out.")
+            raise UsageError("an argument is empty (\"\"); give a path or value there.")
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A :class:`SpikeforgeWarning` as one line on stderr; other warnings as Python shows them."""
     if issubclass(category, SpikeforgeWarning):
@@ -107,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 getattr(args, "command", None), getattr(args, "data_command", None)) if name])
             raise UsageError(f"{where} does not take {' '.join(unknown)}; see {where} --help.")
         args.argv = list(sys.argv[1:] if argv is None else argv)
+        _refuse_empty_values(args.argv)
         if getattr(args, "_run", None) is None:
             parser.print_help()
             return 0
@@ -127,3 +144,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:  # a file no command expected to fail: named, with the cause
         print(f"spikeforge: error: {describe(err, verb='use')}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as err:
+        if not isinstance(err, MemoryError) and not _OUT_OF_MEMORY.search(str(err)):
+            raise
+        print(f"spikeforge: error: {out_of_memory(err)}", file=sys.stderr)
+        return 2
+
+
+#: PyTorch's words for a failed allocation: CPU (``DefaultCPUAllocator: can't allocate
+#: memory``) and CUDA (``torch.OutOfMemoryError``: ``CUDA out of memory``)
+_OUT_OF_MEMORY = re.compile(r"can't allocate memory|out of memory", re.IGNORECASE)
+
+
+def out_of_memory(err: BaseException) -> str:
+    """One sentence for an allocation that failed: how much was asked for (when PyTorch says)
+    and the settings that set the size (a huge -T, --batch-size, --channels or hidden)."""
+    asked = re.search(r"allocate (\d+) bytes|Tried to allocate ([\d.]+ \w+)", str(err))
+    size = ""
+    if asked and asked[1]:
+        size = f" (it asked for {int(asked[1]) / 2**30:.3g} GiB)"
+    elif asked:
+        size = f" (it asked for {asked[2]})"
+    return (f"the machine ran out of memory{size}; lower --batch-size or -T (or the model's "
+            "size: --channels, hidden), or run where more memory is free.")

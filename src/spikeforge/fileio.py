@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import re
 from collections.abc import Iterator
@@ -30,6 +31,8 @@ _FIXES = {
     errno.EPERM: "choose a folder you may write to, or change its permissions",
     errno.ENOTDIR: "a file stands where a folder is needed; move it or choose another path",
     errno.EISDIR: "a folder stands where a file is needed; move it or choose another path",
+    # mkdir of a folder where a file of that name stands (the folders spikeforge makes)
+    errno.EEXIST: "a file stands where a folder is needed; move it or choose another path",
 }
 
 
@@ -83,6 +86,29 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
         except BaseException:
             _discard(tmp)
             raise
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def discard_stale(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that :func:`replacing` left beside ``path`` in a process that
+    no longer runs (killed with SIGKILL mid-write; a live writer's file is kept); return them."""
+    path = Path(path)
+    head, tail = f".{path.stem}.", f".tmp{path.suffix}"
+    stale = [tmp for tmp in path.parent.glob(f"{glob.escape(head)}*{glob.escape(tail)}")
+             if tmp.name[len(head):-len(tail)].isdigit()
+             and not _running(int(tmp.name[len(head):-len(tail)]))]
+    for tmp in stale:
+        _discard(tmp)
+    return stale
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str, *, durable: bool = True) -> Path:

@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     info.add_argument("folder", help="folder with MNIST-format files or an N-MNIST tree")
     info.add_argument("--json", action="store_true", help="print the report as JSON")
     info.add_argument("--no-checksums", action="store_true",
-                      help="skip hashing the N-MNIST recordings (faster on large trees)")
+                      help="skip reading the N-MNIST recordings: no digest, and only their "
+                           "sizes are checked, not their events (faster on large trees)")
 
     download = sub.add_parser("download", help="fetch MNIST or Fashion-MNIST, verified by SHA-256")
     download.add_argument("dataset", choices=["mnist", "fashion-mnist"])
@@ -70,7 +71,8 @@ def _print_report(report: dict) -> None:
         if "error" in entry:
             print(f"  N-MNIST {split} {entry['folder']}: ERROR {entry['error']}")
             continue
-        print(f"  N-MNIST {split} {entry['folder']}: {entry['recordings']} recordings, "
+        empty = f" ({entry['empty']} empty, read as blank samples)" if entry["empty"] else ""
+        print(f"  N-MNIST {split} {entry['folder']}: {entry['recordings']} recordings{empty}, "
               f"{entry['bytes']} bytes" + (f", sha256 {entry['sha256']}" if "sha256" in entry
                                             else ""))
         print(f"    per class: {entry['per_class']}")
@@ -152,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
 
         if args.limit is not None and args.limit < 1:
             raise ConfigError(f"--limit must be at least 1, got {args.limit}.")
+        if args.seed < 0:
+            raise ConfigError(f"--seed must be >= 0, got {args.seed}.")
+        if args.workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {args.workers}.")
         with contextlib.closing(_SplitProgress("simulate", not args.no_progress)) as bars:
             summary = write_nmnist_tree(args.mnist_dir, args.out, limit=args.limit,
                                         seed=args.seed, workers=args.workers, progress=bars)
@@ -161,7 +167,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.data_command == "prepare-nmnist":
         from ..data.nmnist import NMNIST
+        from ..errors import ConfigError
 
+        if args.workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {args.workers}.")
         splits = {"train": [True], "test": [False], "both": [True, False]}[args.split]
         for train in splits:
             ds = NMNIST(args.root, train=train, cache_dir=args.cache_dir, download=args.download,

@@ -31,11 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", help="folder for energy.json and figures/energy.png "
                                           "(default: RUN_DIR)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress on stderr while the test set is counted")
 
 
 def run(args: argparse.Namespace) -> int:
     import itertools
     import json
+    import sys
+    from collections.abc import Iterator
     from pathlib import Path
 
     import torch
@@ -45,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..fileio import atomic_write
     from ..train.build import resolve_device
+    from ..train.progress import Progress
     from ..train.run import load_run, read_metrics
     from ..viz.energy import energy_figure
 
@@ -59,11 +64,17 @@ def run(args: argparse.Namespace) -> int:
     if args.batches is not None:
         total = min(total, args.batches)
     task, generator = loaded.task, loaded.generator()
-    batches = ((task.encode(x.to(loaded.device, torch.float32), generator), y)
-               for x, y in itertools.islice(test_set.batches(args.batch_size,
-                                                             device=loaded.device), total))
-    result = report(loaded.model, batches, costs,
-                    predict=lambda out: task.predict(*task.outputs(out)))
+
+    def batches(progress: Progress) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        chosen = itertools.islice(test_set.batches(args.batch_size, device=loaded.device), total)
+        for done, (x, y) in enumerate(chosen, 1):
+            yield task.encode(x.to(loaded.device, torch.float32), generator), y
+            progress.update(done)  # the batch just yielded has been counted
+
+    with Progress("energy", total, enabled=not args.no_progress, stream=sys.stderr,
+                  unit="batches") as progress:
+        result = report(loaded.model, batches(progress), costs,
+                        predict=lambda out: task.predict(*task.outputs(out)))
     try:
         rows = {int(row["epoch"]): row for row in read_metrics(loaded.run_dir)}
     except (ValueError, KeyError, TypeError):

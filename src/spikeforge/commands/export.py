@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
@@ -19,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the nearest NIR node where there is no exact one (max "
                              "pooling, subtract/soft reset, RLeaky) and list each change in "
                              "the report, instead of refusing")
-    parser.add_argument("--which", choices=("best", "last"), default="best",
-                        help="checkpoint to export (default: best)")
+    parser.add_argument("--checkpoint", "--which", dest="which", choices=("best", "last"),
+                        default="best", help="checkpoint to export (default: best), as in eval")
     parser.add_argument("--dt", type=float, default=None,
                         help="seconds per network step written into the time constants "
                              "(default: 1e-4, as snnTorch and SpikingJelly assume)")
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     dt = DEFAULT_DT if args.dt is None else args.dt
     if not (0 < dt < float("inf")):
         raise ConfigError(f"--dt {args.dt} must be a positive number of seconds, e.g. 1e-4")
-    from ..fileio import replacing
+    from ..fileio import atomic_write
     from ..train.progress import Progress
     from ..train.run import load_run
 
@@ -73,13 +74,22 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_run(args.run_dir, which=args.which)
         model = loaded.model.eval()
         progress.update(1, f"loaded {args.which}/ of {loaded.run_dir}")
-        graph, report = to_nir(model, _input_shape(model, args.input_shape), dt=dt,
-                               approximate=args.approximate)
+        shape = _input_shape(model, args.input_shape)
+        try:
+            graph, report = to_nir(model, shape, dt=dt, approximate=args.approximate)
+        except RuntimeError as err:  # the forward pass that traces the shapes
+            if args.input_shape is None:
+                raise
+            trained = ",".join(str(n) for n in _input_shape(model, None))
+            raise ConfigError(f"--input-shape {args.input_shape} does not fit the network of "
+                              f"{loaded.run_dir} ({str(err).splitlines()[0]}); leave it out to "
+                              f"use the shape it was trained on, {trained}.") from None
         report.notes.insert(0, f"exported from {loaded.run_dir} ({loaded.recipe}, {args.which} "
                                f"checkpoint, epoch {loaded.epoch})")
         progress.update(2, "converted to NIR")
-        with replacing(path) as partial:
-            nir.write(partial, graph)
+        encoded = io.BytesIO()  # HDF5 built in memory: a failed write is then ours to undo
+        nir.write(encoded, graph)
+        atomic_write(path, encoded.getvalue())
         report_path = report.write(path.with_name(f"{path.name}.report.json"))
         progress.update(3, f"wrote {path.name}")
     print(report)

@@ -13,6 +13,12 @@ the new total), ``--device``, ``-j/--workers``, ``--data-dir`` and ``--no-downlo
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 HELP = "train a recipe (fc-lif, csnn, nmnist-csnn, rleaky, rleaky-membrane) into a run directory"
 THREADS = True
@@ -60,8 +66,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ..errors import ConfigError
     from ..train import distributed, recipes
     from ..train.trainer import Dist, fit, resume_config
@@ -71,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
                                   args.threads)
 
     overrides = {field: getattr(args, dest) for dest, field in FIELDS.items()}
+    if args.data_dir:  # saved in config.json: eval, predict and --resume may run elsewhere
+        overrides["data_dir"] = str(Path(args.data_dir).absolute())
     if args.resume:
         if args.config:
             raise ConfigError("--config cannot be combined with --resume; a resumed run keeps "
@@ -91,15 +97,50 @@ def run(args: argparse.Namespace) -> int:
         out_dir = Path(args.out_dir or Path("runs") / args.recipe)
     dist = distributed.setup(config.device) if distributed.launched_by_torchrun() else Dist()
     try:
-        history = fit(config, out_dir, resume=bool(args.resume), overwrite=args.overwrite,
-                      dist=dist, show_progress=not args.no_progress,
-                      log=lambda line: print(line, flush=True))
+        with _terminate_as_interrupt():
+            history = fit(config, out_dir, resume=bool(args.resume), overwrite=args.overwrite,
+                          dist=dist, show_progress=not args.no_progress,
+                          log=lambda line: print(line, flush=True))
         dist.barrier()  # leave together: no rank tears down while another still writes
+    except KeyboardInterrupt:
+        if dist.is_main:
+            print(f"spikeforge: interrupted{interrupted_hint(out_dir)}", file=sys.stderr)
+        return 130
     finally:
         distributed.teardown()
     if history and dist.is_main:
         print(summary(history, out_dir, config.max_batches))
     return 0
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Inside the block, SIGTERM (``kill``, ``timeout``, a job scheduler) stops training as
+    Ctrl-C does: the write in progress finishes or is undone, nothing temporary is left."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted_hint(out_dir: Path) -> str:
+    """What an interrupted ``train`` kept in ``out_dir`` and how to go on ('' when it had not
+    written the run yet)."""
+    if (out_dir / "last").is_dir():
+        return (f"; {out_dir / 'last'} keeps the last finished epoch: continue with spikeforge "
+                f"train --resume {out_dir}")
+    if (out_dir / "config.json").is_file():
+        return (f"; no epoch had finished: spikeforge train --resume {out_dir} starts the run "
+                "again from epoch 1")
+    return ""
 
 
 def summary(history: list[dict], out_dir, max_batches: int | None = None) -> str:

@@ -58,14 +58,19 @@ def _tonic():
     return tonic
 
 
-def transform_events(events: np.ndarray, denoise_us: float | None, time_window_us: float,
-                     name: str = "<events>") -> np.ndarray:
-    """Tonic's ``Denoise`` then ``ToFrame`` on N-MNIST events: int16 ``[T, 2, 34, 34]``."""
-    tonic = _tonic()
+def check_sensor(events: np.ndarray, name: str = "<events>") -> None:
+    """Raise :class:`DataError` when an event of ``events`` lies outside the 34x34 sensor."""
     if len(events) and (events["x"].max() >= 34 or events["y"].max() >= 34
                         or events["x"].min() < 0 or events["y"].min() < 0):
         raise DataError(f"{name} has events outside the 34x34 N-MNIST sensor; it is not an "
                         "N-MNIST recording, remove it from the folder.")
+
+
+def transform_events(events: np.ndarray, denoise_us: float | None, time_window_us: float,
+                     name: str = "<events>") -> np.ndarray:
+    """Tonic's ``Denoise`` then ``ToFrame`` on N-MNIST events: int16 ``[T, 2, 34, 34]``."""
+    tonic = _tonic()
+    check_sensor(events, name)
     if denoise_us and len(events):
         events = tonic.transforms.Denoise(filter_time=denoise_us)(events)
     frames = tonic.transforms.ToFrame(sensor_size=SENSOR_SIZE, time_window=time_window_us)(events)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..errors import ConfigError
 from ..fileio import atomic_write, writing
 from .binfmt import write_events
 from .saccade import SaccadeConfig, simulate_saccades
@@ -36,6 +37,23 @@ def _simulate_chunk(images: np.ndarray, indices: list[int], paths: list[str],
     return sum(len(r) for r in recordings)
 
 
+def _check_continuable(out: Path, summary: dict) -> None:
+    """Raise :class:`ConfigError` when ``out`` holds recordings that this simulation would not
+    have written (the real N-MNIST, another seed or saccade config): the missing ones are
+    only added to a tree of the same simulation, never mixed into another."""
+    if not any(out.glob("T*/[0-9]/*.bin")):
+        return
+    try:
+        previous = json.loads((out / "simulation.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        previous = None
+    same = json.loads(json.dumps({k: summary[k] for k in ("seed", "config")}))
+    if not isinstance(previous, dict) or {k: previous.get(k) for k in same} != same:
+        raise ConfigError(f"--out {out} already holds N-MNIST recordings of another source (the "
+                          f"real N-MNIST, or a simulation with another seed than {summary['seed']}"
+                          " or config); choose an empty folder, so they are not mixed.")
+
+
 def write_nmnist_tree(
     mnist_dir: str | os.PathLike | None,
     out: str | os.PathLike,
@@ -52,6 +70,7 @@ def write_nmnist_tree(
     out = Path(out)
     summary = {"generator": f"spikeforge {__version__} saccade simulator", "seed": seed,
                "config": cfg.to_dict(), "splits": {}}
+    _check_continuable(out, summary)
     with LazyPool(workers) as pool:
         for folder, split, split_id in SPLITS:
             mnist = load_dataset("mnist", split, data_dir=mnist_dir, download=False)

@@ -4,7 +4,8 @@
 
     {"folder": ..., "idx": [{"path", "kind", "shape", "sha256", "known", "per_class"?}
                             or {"path", "error"}],
-     "nmnist": {"Train": {"folder", "recordings", "per_class", "bytes", "sha256"?}, ...},
+     "nmnist": {"Train": {"folder", "recordings", "per_class", "bytes", "empty",
+                          "sha256"?}, ...},
      "simulation": <simulation.json of a simulated tree, when present>}
 
 An IDX file's ``sha256`` is that of its decompressed content, ``known`` names the official file
@@ -20,8 +21,9 @@ import os
 from pathlib import Path
 
 from ..errors import DataError
+from .binfmt import decode_events
 from .idx import read_idx
-from .nmnist import find_split_dir, list_split
+from .nmnist import check_sensor, find_split_dir, list_split
 from .sources import KNOWN_SHA256, sha256_of_content
 
 
@@ -37,25 +39,37 @@ def _describe_idx(path: Path) -> dict:
         array = read_idx(path)
     except DataError as err:
         return {"path": str(path), "error": str(err)}
+    if array.ndim == 1 and array.dtype.kind == "u" and array.size and array.max() > 9:
+        return {"path": str(path), "error": f"{path} has label {int(array.max())} outside 0-9; "
+                                            "it is not an MNIST-family labels file."}
     sha = sha256_of_content(path)
     entry = {"path": str(path), "kind": "labels" if array.ndim == 1 else "images",
              "shape": list(array.shape), "dtype": str(array.dtype), "sha256": sha,
              "known": KNOWN_SHA256.get(sha)}
-    if array.ndim == 1 and array.dtype.kind == "u" and (array.size == 0 or array.max() < 10):
+    if array.ndim == 1 and array.dtype.kind == "u":
         entry["per_class"] = [int((array == c).sum()) for c in range(10)]
     return entry
 
 
 def _describe_split(split_dir: Path, checksums: bool) -> dict:
+    """Counts (and digest) of one N-MNIST split; DataError naming the first damaged recording
+    (a size not a multiple of 5 bytes; with ``checksums``, also events outside 34x34)."""
     files, labels = list_split(split_dir)
+    for f in files:
+        if os.path.getsize(f) % 5:
+            raise DataError(f"{f} has {os.path.getsize(f)} bytes, not a multiple of 5; it is "
+                            "truncated or not an N-MNIST .bin file, copy it again.")
+    sizes = [os.path.getsize(f) for f in files]
     entry = {"folder": str(split_dir), "recordings": len(files),
              "per_class": [int((labels == c).sum()) for c in range(10)],
-             "bytes": sum(os.path.getsize(f) for f in files)}
+             "bytes": sum(sizes), "empty": sizes.count(0)}
     if checksums:
         digest = hashlib.sha256()
         for f in files:
             digest.update(f"{f.parent.name}/{f.name}\0".encode())
-            digest.update(hashlib.sha256(f.read_bytes()).digest())
+            raw = f.read_bytes()
+            check_sensor(decode_events(raw, str(f)), str(f))
+            digest.update(hashlib.sha256(raw).digest())
         entry["sha256"] = digest.hexdigest()
     return entry
 

@@ -24,6 +24,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,42 @@ def save(run_dir: str | os.PathLike, name: str, model: nn.Module, state: dict[st
     return final
 
 
+#: what training needs of a state to resume from it: key -> (types, in words)
+_RESUMABLE = {"epoch": (int, "a whole number"), "best_acc": ((int, float), "a number"),
+              "history": (list, "a list of metrics rows"), "rng": (dict, "random states"),
+              "optimizer": (dict, "an optimizer state"),
+              "scheduler": (dict, "a scheduler state"), "scaler": (dict, "a scaler state")}
+
+
+def check_resumable(state: dict[str, Any], state_path: str | os.PathLike) -> dict[str, Any]:
+    """Raise :class:`CheckpointError` when a loaded state lacks what ``train --resume`` reads
+    (its epoch, best accuracy, history, random, optimizer and scaler states); return it."""
+    for key, (kinds, words) in _RESUMABLE.items():
+        value = state.get(key)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise CheckpointError(f"{state_path} is damaged (its {key!r} is not {words}); "
+                                  "use another checkpoint.")
+    if state["epoch"] < 0 or not all(isinstance(row, dict) for row in state["history"]) \
+            or not isinstance(state["rng"].get("torch"), torch.Tensor):
+        raise CheckpointError(f"{state_path} is damaged (its epoch, history or random state is "
+                              "malformed); use another checkpoint.")
+    return state
+
+
+def _load_failure(err: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in a few words: the code a pickle would run
+    (never PyTorch's advice to load it unsafely), else the first sentence of PyTorch's message."""
+    text = str(err)
+    called = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if called:
+        return f"it would run Python code, {called[1]}, which spikeforge never loads"
+    if "Weights only load failed" in text:
+        return "it holds Python objects other than tensors, which spikeforge never loads"
+    lines = text.strip().splitlines()
+    first = re.split(r"\.\s", lines[0])[0].rstrip(".") if lines else type(err).__name__
+    return first[:120]
+
+
 def load_state(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
     """The training state of a checkpoint folder, checked against its weights file."""
     ckpt_dir = Path(ckpt_dir)
@@ -133,8 +170,7 @@ def load_state(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
         raise CheckpointError(f"{state_path} is damaged or not a spikeforge checkpoint "
-                              f"({str(err).splitlines()[0][:120]}); use another checkpoint."
-                              ) from None
+                              f"({_load_failure(err)}); use another checkpoint.") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{state_path} is not a spikeforge checkpoint (no "
                               f"'{FORMAT}' marker); point to a run written by spikeforge train.")

@@ -188,7 +188,7 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"--config {path} does not exist; give the path of a TOML file.") \
             from None
-    except (OSError, tomllib.TOMLDecodeError) as err:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"--config {path} is not a readable TOML file ({err}); fix it.") \
             from None
 
@@ -227,6 +227,11 @@ def resolve(recipe: str, file_settings: dict[str, Any] | None = None,
             config_path: str | os.PathLike | None = None) -> TrainConfig:
     """Recipe defaults, then the TOML file's settings, then the flags (``None`` = not given)."""
     config = recipe_defaults(recipe)
+    model = (file_settings or {}).get("model", config.model)
+    if model != config.model:
+        raise ConfigError(f"model {model!r} in --config {config_path} is not the model of recipe "
+                          f"{recipe} ({config.model}); choose the recipe instead (spikeforge "
+                          "recipes lists them), or drop the setting.")
     for source, where in ((file_settings or {}, f"--config {config_path}"),
                           (overrides or {}, "the command line")):
         for key, value in source.items():
@@ -302,6 +307,14 @@ def from_dict(data: dict[str, Any], where: str) -> TrainConfig:
     if not isinstance(data, dict) or "recipe" not in data or not set(data) <= names:
         raise ConfigError(f"{where} is not a spikeforge training config; point to a run "
                           "directory written by `spikeforge train`.")
+    missing = sorted(names - set(data) - {"description"})
+    if missing:
+        raise ConfigError(f"{where} lacks the setting{'s' if len(missing) > 1 else ''} "
+                          f"{', '.join(missing)}, which the run was trained with; the file is "
+                          "damaged, restore it from a copy.")
+    if data["recipe"] not in RECIPES:
+        raise ConfigError(f"{where} names recipe {data['recipe']!r}, which is not one of "
+                          f"{', '.join(RECIPES)}; point to a run written by `spikeforge train`.")
     base = TrainConfig(recipe=data["recipe"])
     for key, value in data.items():
         if key not in ("recipe", "description"):

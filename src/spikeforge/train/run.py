@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from .. import __version__, threads
 from .. import functional as SF
 from ..errors import CheckpointError, ConfigError
-from ..fileio import atomic_write, writing
+from ..fileio import atomic_write, discard_stale, writing
 from . import checkpoint
 from .build import TEST_STREAM, Task, build_model, build_task, load_data, stream_seed
 from .recipes import TrainConfig, from_dict
@@ -44,6 +44,13 @@ METRICS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "train_i
 #: The columns that are not TensorBoard scalars (the step, and the test set's extent).
 NOT_SCALARS = ("epoch", "test_images", "test_set_images")
 META_KEYS = ("format", "spikeforge_version", "torch_version", "threads", "threads_policy")
+
+
+def discard_stale_files(run_dir: Path) -> None:
+    """Remove what a run killed with SIGKILL while writing its config or metrics left behind
+    (the checkpoints' own leftovers are recovered by :func:`checkpoint.save`)."""
+    for name in (CONFIG, "metrics.csv", "metrics.jsonl"):
+        discard_stale(run_dir / name)
 
 
 def write_config(run_dir: Path, config: TrainConfig) -> None:
@@ -61,7 +68,8 @@ def read_config(run_dir: str | os.PathLike) -> tuple[TrainConfig, dict[str, Any]
     """The run's config (validated) and the raw ``config.json`` dict."""
     path = Path(run_dir) / CONFIG
     if not Path(run_dir).is_dir():
-        raise CheckpointError(f"{run_dir} does not exist; give a run directory written by "
+        what = "is a file, not a folder" if Path(run_dir).exists() else "does not exist"
+        raise CheckpointError(f"{run_dir} {what}; give a run directory written by "
                               "`spikeforge train`.")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -93,11 +101,22 @@ def write_metrics(run_dir: Path, history: list[dict[str, float]]) -> None:
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, float]]:
-    """The rows of ``metrics.jsonl`` (empty when the run has none yet)."""
+    """The rows of ``metrics.jsonl`` (empty when the run has none yet). Raises ValueError for
+    a line that is not JSON, or not an object of numbers with a whole ``epoch``."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if not (isinstance(row, dict) and type(row.get("epoch")) is int and all(
+                value is None or type(value) in (int, float) for value in row.values())):
+            raise ValueError(f"line {number} is not a metrics row: an object of numbers with "
+                             "a whole epoch")
+        rows.append(row)
+    return rows
 
 
 def check_out_dir(out_dir: Path, overwrite: bool) -> None:

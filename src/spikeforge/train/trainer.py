@@ -57,6 +57,7 @@ from .run import (
     NOT_SCALARS,
     check_out_dir,
     clear_run,
+    discard_stale_files,
     read_config,
     write_config,
     write_metrics,
@@ -130,7 +131,9 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                     checkpoint.recover(out_dir, name)
         dist.barrier()
         if _has_checkpoint(out_dir):
-            state = checkpoint.load_state(checkpoint.locate(out_dir, "last"))
+            last = checkpoint.locate(out_dir, "last")
+            state = checkpoint.check_resumable(checkpoint.load_state(last),
+                                               last / checkpoint.STATE)
             if config.epochs < state["epoch"]:
                 raise ConfigError(f"--epochs {config.epochs} is fewer than the {state['epoch']} "
                                   f"epochs {out_dir} has finished; resume it with --epochs "
@@ -140,6 +143,11 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         dist.barrier()
     train_set = load_data(config, "train")
     test_set = load_data(config, "test")
+    if train_set.num_batches(config.batch_size, config.drop_last, dist.world_size) == 0:
+        most = len(train_set) // dist.world_size
+        raise ConfigError(f"--batch-size {config.batch_size} is larger than the {most} training "
+                          f"images{' per process' if dist.world_size > 1 else ''}, so not one "
+                          f"full batch is left to train on; use at most {most}.")
 
     torch.manual_seed(config.seed)
     task = build_task(config)
@@ -171,6 +179,7 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
             clear_run(out_dir)
         with writing(out_dir):
             out_dir.mkdir(parents=True, exist_ok=True)
+        discard_stale_files(out_dir)
         write_config(out_dir, config)
         write_metrics(out_dir, history)
         writer = _Scalars(out_dir / "tensorboard", purge_step=done + 1 if done else None)
