@@ -105,3 +105,12 @@ def test_weights_of_another_shape_are_refused(tmp_path):
     other = nn.Sequential(nn.Linear(4, 2), nn.BatchNorm1d(2))
     with pytest.raises(CheckpointError, match="does not fit the toy model"):
         checkpoint.load_weights(tmp_path / "last", other, "toy")
+
+
+def test_a_file_named_last_is_named_as_a_file(tmp_path):
+    from spikeforge.train.trainer import _has_checkpoint
+
+    assert _has_checkpoint(tmp_path) is False
+    (tmp_path / "last").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"last is a file, not a checkpoint folder"):
+        _has_checkpoint(tmp_path)

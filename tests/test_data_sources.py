@@ -16,9 +16,11 @@ from spikeforge.data import load_dataset
 from spikeforge.data.idx import encode_idx, write_idx
 from spikeforge.data.sources import (
     FASHION_MNIST,
+    MNIST,
     DatasetSource,
     RemoteFile,
     download_file,
+    download_idx,
     extract_zip,
     locate_idx,
     search_dirs,
@@ -229,3 +231,24 @@ def test_download_command_end_to_end(server, tmp_path, monkeypatch, capsys):
     assert sum(v for k, v in hits.items() if k.startswith("/good/")) == 4
     ds = load_dataset("mnist", "test", data_dir=tmp_path / "d", download=False)
     assert ds.labels.tolist() == [0, 1, 2] and int(ds.images.max()) == 9
+
+
+def test_download_replaces_a_damaged_file_and_keeps_a_good_one(server, tmp_path):
+    """A truncated file under the official name is downloaded again (atomically); one under
+    another name is set aside as NAME.damaged; an intact file is never fetched again."""
+    base, hits, served = server
+    served.update({"a-images-idx3-ubyte.gz": PAYLOAD, "a-labels-idx1-ubyte.gz": PAYLOAD})
+    source = replace(MNIST, mirrors=(f"{base}/good/",), files={"test": (
+        RemoteFile("a-images-idx3-ubyte", SHA), RemoteFile("a-labels-idx1-ubyte", SHA))})
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "a-images-idx3-ubyte.gz").write_bytes(gzip.compress(PAYLOAD)[:-20])  # truncated
+    (folder / "a-labels-idx1-ubyte").write_bytes(PAYLOAD[:-1] + b"\x07")          # wrong bytes
+    images, labels = download_idx(source, "test", folder)
+    assert gzip.decompress(images.read_bytes()) == PAYLOAD
+    assert gzip.decompress(labels.read_bytes()) == PAYLOAD
+    assert _leftovers(folder) == ["a-images-idx3-ubyte.gz", "a-labels-idx1-ubyte.damaged",
+                                  "a-labels-idx1-ubyte.gz"]
+    assert sum(hits.values()) == 2
+    download_idx(source, "test", folder)
+    assert sum(hits.values()) == 2

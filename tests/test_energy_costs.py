@@ -27,7 +27,7 @@ def test_toml_file(tmp_path):
 
 
 @pytest.mark.parametrize("text, words", [
-    ("e_mac_pj = 4.6\n", "e_ac_pj"),
+    ("e_mac_pj = 4.6\n", "lacks e_ac_pj; give it in picojoules (45 nm: 0.9)"),
     ("e_mac_pj = 4.6\ne_ac_pj = -1\n", "e_ac_pj"),
     ('e_mac_pj = "4.6"\ne_ac_pj = 0.9\n', "e_mac_pj"),
     ("e_mac_pj = true\ne_ac_pj = 0.9\n", "e_mac_pj"),

@@ -9,8 +9,9 @@ from spikeforge import cli
 from spikeforge.commands import bench
 
 
-def test_bench_reports_throughput_and_memory_as_json(capsys):
-    assert cli.main(["bench", "rleaky", "-T", "3", "--batch-size", "4", "--iters", "1",
+@pytest.mark.parametrize("batch_flag", ["--batch-size", "-b"])
+def test_bench_reports_throughput_and_memory_as_json(capsys, batch_flag):
+    assert cli.main(["bench", "rleaky", "-T", "3", batch_flag, "4", "--iters", "1",
                      "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["recipe"] == "rleaky" and out["batch"] == 4 and out["T"] == 3

@@ -1,6 +1,6 @@
 """``spikeforge bench RECIPE``: time a recipe's training and evaluation steps.
 
-    spikeforge bench fc-lif [--batch-size B] [-T T] [--iters N] [--amp] [--device D] [--json]
+    spikeforge bench fc-lif [-b B] [-T T] [--iters N] [--amp] [--device D] [--json]
                             [--threads N]
 
 The model, loss and optimizer are the recipe's own (``spikeforge recipes``). Image recipes run
@@ -39,7 +39,7 @@ TRAINED_NMNIST = Path(__file__).with_name("bench_nmnist")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="fc-lif, csnn, nmnist-csnn, rleaky, ...")
-    parser.add_argument("--batch-size", type=int, help="default: the recipe's")
+    parser.add_argument("-b", "--batch-size", type=int, help="default: the recipe's")
     parser.add_argument("-T", type=int, dest="T", help="time steps (default: the recipe's; "
                         f"{NMNIST_T} frames for N-MNIST)")
     parser.add_argument("--iters", type=int, default=5, help="timed steps of each kind (5)")

@@ -260,18 +260,33 @@ def download_idx(
     timeout: float = 30.0,
 ) -> tuple[Path, Path]:
     """The (images, labels) files of ``split`` in ``target``, downloading those not there yet
-    (verified, see :func:`download_file`). Only called when asked to write into ``target``."""
+    or whose content is not the official one (a truncated or damaged file: its SHA-256 is
+    checked; see :func:`download_file`). A damaged file under the official name is replaced
+    atomically; one under another name is kept beside as ``NAME.damaged``, so it is neither lost
+    nor found again. Only called when asked to write into ``target``."""
     _check_split(source, split)
     target = Path(target).expanduser()
     paths = []
     for f in source.files[split]:
         existing = find_idx_file([target], f.stem)
-        if existing is None:
+        if existing is None or not _intact(existing, f.sha256):
             urls = [m + f.filename for m in (mirrors if mirrors is not None else source.mirrors)]
-            existing = download_file(urls, target / f.filename, f.sha256, retries=retries,
-                                     timeout=timeout)
+            fresh = download_file(urls, target / f.filename, f.sha256, retries=retries,
+                                  timeout=timeout)
+            if existing is not None and existing != fresh:
+                with writing(existing):
+                    os.replace(existing, existing.with_name(existing.name + ".damaged"))
+            existing = fresh
         paths.append(existing)
     return paths[0], paths[1]
+
+
+def _intact(path: Path, sha256: str) -> bool:
+    """Whether ``path``'s (decompressed) content has the SHA-256 ``sha256``."""
+    try:
+        return sha256_of_content(path) == sha256
+    except (OSError, EOFError, zlib.error):
+        return False
 
 
 def locate_idx(

@@ -79,7 +79,10 @@ def load_costs(spec: str | os.PathLike) -> Costs:
                           "only e_mac_pj, e_ac_pj, name and source.")
     values = {}
     for key in _NUMBERS:
-        value = data.get(key)
+        if key not in data:
+            raise ConfigError(f"--costs {path} lacks {key}; give it in picojoules (45 nm: "
+                              f"{getattr(COSTS_45NM, key)}).")
+        value = data[key]
         if (isinstance(value, bool) or not isinstance(value, (int, float))
                 or not math.isfinite(value) or value < 0):
             raise ConfigError(f"--costs {path} needs {key} as a number of picojoules >= 0, got "

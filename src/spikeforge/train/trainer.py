@@ -264,6 +264,9 @@ def _has_checkpoint(run_dir: Path) -> bool:
     finished an epoch and starts afresh. ``best/`` alone means ``last/`` was lost: refused."""
     if (run_dir / "last").is_dir():
         return True
+    if (run_dir / "last").exists():
+        raise CheckpointError(f"{run_dir / 'last'} is a file, not a checkpoint folder; move it "
+                              "away to resume the run, or train it again with --overwrite.")
     if (run_dir / "best").is_dir():
         raise CheckpointError(f"{run_dir / 'last'} does not exist although {run_dir / 'best'} "
                               "does, so the run cannot continue where it stopped; evaluate "
