@@ -298,6 +298,11 @@ def _isa() -> str:
             f"{torch.backends.cpu.get_cpu_capability()}")
 
 
+#: the variables that limit the instruction sets torch, oneDNN, MKL and spikeforge's kernels use
+ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+                 "SPIKEFORGE_KERNEL_ARCH")
+
+
 def _names(tag: str | None) -> tuple[str, str, str]:
     """(JSON file, RESULTS.md begin marker, end marker) of a run tagged ``tag``."""
     suffix = f"-{tag}" if tag else ""
@@ -317,7 +322,9 @@ def write_results_md(path: Path, results: dict, command: str) -> None:
         f"{m['torch']} ({m['threads']} threads), "
         f"load average {m['load_start']:.1f} at start and {m['load_end']:.1f} at the end; "
         f"{m['date']}. Reproduce: `{command}`. Raw numbers: `benchmarks/{json_name}`.", "",
-        table(results), "", targets(results), "", NOTES, end,
+        table(results), "", targets(results), "",
+        NOTES if not tag else "How to read it, and where the time goes: the untagged section.",
+        end,
     ])
     results_md.replace_section(begin, end, section, path)
 
@@ -346,7 +353,9 @@ def main(argv=None) -> int:
         command = results.get("command", "python benchmarks/bench_speed.py")
         write_results_md(HERE / "RESULTS.md", results, command)
         return 0
-    command = ("python benchmarks/bench_speed.py " + " ".join(argv or sys.argv[1:])).strip()
+    isa_env = " ".join(f"{k}={os.environ[k]}" for k in ISA_VARIABLES if k in os.environ)
+    command = (f"{isa_env} python benchmarks/bench_speed.py "
+               + " ".join(argv or sys.argv[1:])).strip()
     machine = {"machine": platform.machine(), "cpu": _cpu_model(), "isa": _isa(),
                "cores": os.cpu_count(),
                "torch": torch.__version__, "threads": torch.get_num_threads(),
