@@ -5,6 +5,7 @@ split, and what config.json and `spikeforge bench` record."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,24 @@ def test_nproc_splits_the_cpus_between_the_workers(monkeypatch):
     env, warning = distributed.worker_env(2, 2, {})
     assert env["SPIKEFORGE_THREADS"] == env["OMP_NUM_THREADS"] == "2"
     assert "--nproc 1 or fewer" in warning
+
+
+def test_the_launchers_own_policy_is_not_passed_on_as_a_users_count(monkeypatch):
+    """``spikeforge train --nproc 2`` runs under the automatic policy, which exports its own
+    OMP_NUM_THREADS (2 on 2 CPUs); the workers must still split the CPUs (1 thread each), not
+    take that export for a count the user fixed."""
+    monkeypatch.setattr(threads, "available_cpus", lambda *a: 2)
+    for name in ("OMP_NUM_THREADS", "SPIKEFORGE_THREADS", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    with threads.applied(threads.resolve()):
+        assert os.environ["OMP_NUM_THREADS"] == "2"
+        env, warning = distributed.worker_env(2)
+    assert env["OMP_NUM_THREADS"] == "1" and "SPIKEFORGE_THREADS" not in env
+    assert warning is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own choice is passed on
+    with threads.applied(threads.resolve()):
+        env, warning = distributed.worker_env(2)
+    assert env["SPIKEFORGE_THREADS"] == "2" and "--nproc 1 or fewer" in warning
 
 
 def test_config_json_and_bench_record_the_thread_count(tmp_path, capsys, monkeypatch):

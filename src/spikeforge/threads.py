@@ -245,6 +245,7 @@ def applied(policy: ThreadPolicy) -> Iterator[ThreadPolicy]:
     """:func:`apply` ``policy`` for the duration of the block (a command run in-process), then
     restore torch's thread count and stop adapting."""
     saved_env = os.environ.get("OMP_NUM_THREADS")
+    _state["user_omp"] = saved_env
     _export(policy)  # before torch starts its OpenMP runtime
     import torch
 
@@ -254,11 +255,24 @@ def applied(policy: ThreadPolicy) -> Iterator[ThreadPolicy]:
         yield policy
     finally:
         _state["policy"] = None
+        _state.pop("user_omp", None)
         torch.set_num_threads(before)
         if saved_env is None:
             os.environ.pop("OMP_NUM_THREADS", None)
         else:
             os.environ["OMP_NUM_THREADS"] = saved_env
+
+
+def user_environ() -> dict[str, str]:
+    """The environment as the user gave it: inside :func:`applied`, ``OMP_NUM_THREADS`` as it
+    was before the policy exported its own count (which is no choice of the user's)."""
+    env = dict(os.environ)
+    if "user_omp" in _state:
+        if _state["user_omp"] is None:
+            env.pop("OMP_NUM_THREADS", None)
+        else:
+            env["OMP_NUM_THREADS"] = str(_state["user_omp"])
+    return env
 
 
 def _thread_stats(task_dir: Path) -> Iterator[tuple[str, int]]:

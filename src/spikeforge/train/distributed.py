@@ -75,7 +75,7 @@ def worker_env(nproc: int, threads_flag: int | None = None,
     passed on as ``SPIKEFORGE_THREADS``. ``OMP_NUM_THREADS`` is always set, so torchrun does
     not replace it with 1.
     """
-    env = dict(os.environ if environ is None else environ)
+    env = dict(threads.user_environ() if environ is None else environ)
     policy = threads.resolve(threads_flag, env, processes=nproc)
     if policy.fixed:
         env[threads.ENV] = str(policy.threads)
