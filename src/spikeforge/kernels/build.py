@@ -31,8 +31,12 @@ from pathlib import Path
 from ..errors import ConfigError
 
 #: Flags of every build; ``-ffp-contract=off`` keeps ``a * b + c`` unfused on every ISA (the
-#: kernels fuse explicitly where they mean to), ``-fno-fast-math`` keeps IEEE semantics.
-BASE_FLAGS = ("-O3", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared")
+#: kernels fuse explicitly where they mean to), ``-fno-fast-math`` keeps IEEE semantics, and
+#: ``-fno-trapping-math`` (floating-point traps are never enabled here; results are unchanged)
+#: lets GCC if-convert loops without masked stores: without it the IF-MaxPool neuron loop ran
+#: scalar on AVX2 (a comparison "could trap") and vectorised only with AVX-512's masks.
+BASE_FLAGS = ("-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-trapping-math", "-fPIC",
+              "-shared")
 #: The environment variable that selects the ``-march`` value.
 ARCH_ENV = "SPIKEFORGE_KERNEL_ARCH"
 _ARCH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")

@@ -9,6 +9,21 @@
 // (pooled spikes), arg [T, P, PH, PW] (0..3: the window's first maximum in row-major order, as
 // torch's max_pool2d picks it) unless NULL, h [T, P, H, W] (pre-reset membrane, for backward)
 // unless NULL, and v_last [P, H, W] (the membrane after the last step).
+// One step of a plane's HW neurons: v, the spikes s and (KEEP_H) the pre-reset membrane h. The
+// store of h is decided outside the loop, so the loop vectorises without masked stores (AVX2,
+// NEON), not only with them (AVX-512).
+template <int MODE, bool SOFT, bool KEEP_H>
+static inline void lif_plane_step(const float* xt, float* v, float* s, float* ht, i64 HW,
+                                  float tau, float v_r, float v_th, float v_reset) {
+    for (i64 i = 0; i < HW; ++i) {
+        const float h = lif_charge(MODE, v[i], xt[i], tau, v_r);
+        const float sp = lif_fire(h, v_th);
+        v[i] = lif_reset(SOFT, h, sp, v_th, v_reset);
+        s[i] = sp;
+        if (KEEP_H) ht[i] = h;
+    }
+}
+
 template <int MODE, bool SOFT>
 static void lif_pool_forward_impl(const float* x, i64 x_st, const float* v0, float* out,
                                   uint8_t* arg, float* h_out, float* v_last, i64 T, i64 P, i64 H,
@@ -24,14 +39,12 @@ static void lif_pool_forward_impl(const float* x, i64 x_st, const float* v0, flo
             memcpy(v, v0 + p * HW, sizeof(float) * HW);
             for (i64 t = 0; t < T; ++t) {
                 const float* xt = x + t * x_st + p * HW;
-                float* ht = h_out ? h_out + (t * P + p) * HW : nullptr;
-                for (i64 i = 0; i < HW; ++i) {
-                    const float h = lif_charge(MODE, v[i], xt[i], tau, v_r);
-                    const float sp = lif_fire(h, v_th);
-                    v[i] = lif_reset(SOFT, h, sp, v_th, v_reset);
-                    s[i] = sp;
-                    if (ht) ht[i] = h;
-                }
+                if (h_out)
+                    lif_plane_step<MODE, SOFT, true>(xt, v, s, h_out + (t * P + p) * HW, HW,
+                                                     tau, v_r, v_th, v_reset);
+                else
+                    lif_plane_step<MODE, SOFT, false>(xt, v, s, nullptr, HW, tau, v_r, v_th,
+                                                      v_reset);
                 float* ot = out + (t * P + p) * PHW;
                 uint8_t* at = arg ? arg + (t * P + p) * PHW : nullptr;
                 for (i64 py = 0; py < PH; ++py) {
@@ -79,6 +92,19 @@ extern "C" void lif_pool_forward(const float* x, i64 x_st, const float* v0, floa
 // step) may be NULL. Then if_lif_backward's arithmetic per neuron. Writes gx [T, P, H, W], or,
 // when sum_t, Σ_t dL/dX[t] into gx [P, H, W] (the input was the same at every step); gv0
 // [P, H, W] unless NULL.
+// if_lif_backward's arithmetic for one step of a plane's HW neurons: dL/dX into gxt (added to
+// it when SUM, decided outside the loop), dL/dV[t−1] into carry.
+template <int MODE, bool SOFT, bool DETACH, int SG, bool SUM>
+static inline void lif_plane_backward(const float* ht, const float* gs, float* carry, float* gxt,
+                                      i64 HW, float tau, float v_th, float v_reset, float c1,
+                                      float c2) {
+    for (i64 i = 0; i < HW; ++i) {
+        const float gxi = lif_backward_step<MODE, SOFT, DETACH, SG>(
+            ht[i], gs[i], carry[i], tau, v_th, v_reset, c1, c2, &carry[i]);
+        gxt[i] = SUM ? gxt[i] + gxi : gxi;
+    }
+}
+
 template <int MODE, bool SOFT, bool DETACH, int SG>
 static void lif_pool_backward_impl(const float* h, const uint8_t* arg, const float* g,
                                    const float* gv_last, float* gx, int sum_t, float* gv0, i64 T,
@@ -107,15 +133,12 @@ static void lif_pool_backward_impl(const float* h, const uint8_t* arg, const flo
                         gs[(2 * py + (a >> 1)) * W + 2 * px + (a & 1)] = gt[py * PW + px];
                     }
                 const float* ht = h + (t * P + p) * HW;
-                float* gxt = sum_t ? acc : gx + (t * P + p) * HW;
-                for (i64 i = 0; i < HW; ++i) {
-                    const float gxi = lif_backward_step<MODE, SOFT, DETACH, SG>(
-                        ht[i], gs[i], carry[i], tau, v_th, v_reset, c1, c2, &carry[i]);
-                    if (sum_t)
-                        gxt[i] += gxi;
-                    else
-                        gxt[i] = gxi;
-                }
+                if (sum_t)
+                    lif_plane_backward<MODE, SOFT, DETACH, SG, true>(ht, gs, carry, acc, HW, tau,
+                                                                     v_th, v_reset, c1, c2);
+                else
+                    lif_plane_backward<MODE, SOFT, DETACH, SG, false>(
+                        ht, gs, carry, gx + (t * P + p) * HW, HW, tau, v_th, v_reset, c1, c2);
             }
             if (acc) memcpy(gx + p * HW, acc, sizeof(float) * HW);
             if (gv0) memcpy(gv0 + p * HW, carry, sizeof(float) * HW);
