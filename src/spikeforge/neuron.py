@@ -324,17 +324,18 @@ class RLeaky(_SnnTorchNeuron):
                 f"x_seq must be {layout} with {self.features} features, got {tuple(x_seq.shape)}"
             )
         u = self._initial(x_seq)
-        s = self.spikes if self.spikes is not None and self.spikes.shape == u.shape \
-            else torch.zeros_like(u)
+        fresh = self.spikes is None or self.spikes.shape != u.shape
         beta = self._beta(x_seq)
         if self.backend != "reference" and self.recurrence != "conv":
             bias = self.recurrent.bias if self.recurrence == "linear" else None
             spikes_seq, mems_seq = fused_rleaky(
-                x_seq, u, s, beta, self.recurrent.weight, bias, self.recurrence, self.threshold,
-                self.reset == "zero", self.surrogate, self.backend != "triton",
+                x_seq, u, None if fresh else self.spikes, beta, self.recurrent.weight, bias,
+                self.recurrence, self.threshold, self.reset == "zero", self.surrogate,
+                self.backend != "triton",
             )
             self.v, self.spikes = mems_seq[-1], spikes_seq[-1]
             return self._out(spikes_seq, mems_seq)
+        s = torch.zeros_like(u) if fresh else self.spikes
         spikes, mems = [], []
         for t in range(x_seq.shape[0]):
             s, u = reference.rleaky_step(x_seq[t], self.recurrent(s), u, beta, self.threshold,

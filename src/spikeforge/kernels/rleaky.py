@@ -10,8 +10,11 @@ graph; backward is hand-written backpropagation through time:
 
 where V' is ``G @ W`` (Linear) or ``G ⊙ w`` (one-to-one). The per-step graph of ~10 autograd
 nodes becomes one node. On CPU float32 each step's elementwise part is one compiled call
-(``rleaky_kernels.cpp``); elsewhere (GPU, other dtypes, autocast) the same loop runs as tensor
-operations.
+(``rleaky_kernels.cpp``); a backward pass whose feedback is one-to-one or at most
+:data:`SMALL_FEEDBACK` neurons wide runs whole in one call, its V' computed there too. Elsewhere
+(GPU, other dtypes, autocast) the same loop runs as tensor operations. With no spikes before the
+sequence (``s`` None, a fresh state) the first step's feedback is its bias alone, exactly what
+``F.linear`` of zeros gives, and the GEMMs with the zero spikes are skipped.
 """
 
 from __future__ import annotations
@@ -28,15 +31,25 @@ from ..surrogate import Surrogate
 from . import build, fused
 
 _P, _I, _F, _C = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+#: Widest all-to-all feedback whose backward pass runs whole in the compiled library (its
+#: [n, n] products there cost less than a torch GEMM call per step).
+SMALL_FEEDBACK = 32
 
 
-def _feedback(kind: str, s: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+def _feedback(kind: str, s: Tensor | None, weight: Tensor, bias: Tensor | None,
+              like: Tensor) -> Tensor:
+    """V(s) shaped like ``like``; ``s`` None stands for no spikes: the bias alone, or zeros."""
+    if s is None:
+        return torch.zeros_like(like) if bias is None or kind != "linear" else \
+            bias.expand_as(like).to(like.dtype)
     return F.linear(s, weight, bias) if kind == "linear" else weight * s
 
 
 _SIGNATURES = {
     "rleaky_step_forward": [_P, _P, _P, _P, _P, _P, _I, _F, _C],
     "rleaky_step_backward": [_P, _P, _P, _P, _P, _P, _P, _P, _I, _F, _C, _C, _F, _F],
+    "rleaky_backward_sequence": [_P, _P, _P, _P, _P, _P, _C, _P, _P, _P, _P, _I, _I, _I, _F, _C,
+                                 _C, _F, _F],
 }
 
 
@@ -73,7 +86,7 @@ def _forward_compiled(lib, x_seq, u0, s0, beta_full, weight, bias, kind, thresho
     spikes, mems = torch.empty(shape), torch.empty(shape)
     x, x_stride = (x_seq[0].contiguous(), 0) if x_seq.stride(0) == 0 else (x_seq.contiguous(), n)
     u0 = u0.expand(shape[1:]).contiguous()
-    s = s0.expand(shape[1:])
+    s = None if s0 is None else s0.expand(shape[1:])
     gemm = kind == "linear" and bias is not None and len(shape) == 3
     fb = torch.empty(shape[1:]) if gemm else None
     weight_t = weight.t()
@@ -83,8 +96,10 @@ def _forward_compiled(lib, x_seq, u0, s0, beta_full, weight, bias, kind, thresho
     thr, zero = float(threshold), int(reset_zero)
     for t in range(steps):
         # the feedback F.linear(s, W, b) is addmm(b, s, Wᵀ): the same GEMM, into one buffer
-        f = torch.addmm(bias, s, weight_t, out=fb) if gemm else \
-            _feedback(kind, s, weight, bias).contiguous()
+        if gemm and s is not None:
+            f = torch.addmm(bias, s, weight_t, out=fb)
+        else:
+            f = _feedback(kind, s, weight, bias, spike_steps[0]).contiguous()
         lib.rleaky_step_forward(u_ptr, x_ptr + t * x_stride * 4, f.data_ptr(), b_ptr,
                                 m_ptr + t * step, s_ptr + t * step, n, thr, zero)
         u_ptr, s = m_ptr + t * step, spike_steps[t]
@@ -102,17 +117,19 @@ class _RLeaky(torch.autograd.Function):
             spikes, mems = _forward_compiled(lib, x_seq, u0, s0, beta_full, weight, bias, kind,
                                              threshold, reset_zero)
         else:
-            u, s = u0.expand(shape[1:]), s0.expand(shape[1:])
+            u, s = u0.expand(shape[1:]), None if s0 is None else s0.expand(shape[1:])
             spikes, mems = [], []
             for t in range(shape[0]):
                 # fresh (aligned) tensors per step, as in the reference loop
-                fb = _feedback(kind, s, weight, bias)
+                fb = _feedback(kind, s, weight, bias, x_seq[0])
                 if lib is not None:
                     u_new, s_new = torch.empty(shape[1:]), torch.empty(shape[1:])
+                    # contiguous copies held here: the kernel reads them after data_ptr()
+                    u_c, x_c, fb_c = u.contiguous(), x_seq[t].contiguous(), fb.contiguous()
                     lib.rleaky_step_forward(
-                        u.contiguous().data_ptr(), x_seq[t].contiguous().data_ptr(),
-                        fb.contiguous().data_ptr(), beta_full.data_ptr(), u_new.data_ptr(),
-                        s_new.data_ptr(), u_new.numel(), float(threshold), int(reset_zero))
+                        u_c.data_ptr(), x_c.data_ptr(), fb_c.data_ptr(), beta_full.data_ptr(),
+                        u_new.data_ptr(), s_new.data_ptr(), u_new.numel(), float(threshold),
+                        int(reset_zero))
                     u, s = u_new, s_new
                 else:
                     r = (u - threshold > 0).to(u.dtype)
@@ -137,10 +154,15 @@ class _RLeaky(torch.autograd.Function):
         carry = torch.zeros_like(mems[0])
         g_beta = torch.zeros_like(mems[0])
         u0_full = u0.expand_as(mems[0]).contiguous()
-        step = _backward_compiled if lib is not None else _backward_torch
+        if lib is None:
+            step = _backward_torch
+        elif kind == "one_to_one" or weight.shape[-1] <= SMALL_FEEDBACK:
+            step = _backward_sequence
+        else:
+            step = _backward_compiled
         carry, g_beta = step(lib, grads, carry, g_beta, mems, u0_full, beta, beta_full, g_spikes,
                              g_mems, weight, kind, threshold, reset_zero, surrogate)
-        s_first = s0.expand_as(spikes[0])
+        s_first = None if s0 is None else s0.expand_as(spikes[0])
         need = ctx.needs_input_grad
         g_u0 = carry.sum_to_size(u0.shape) if need[1] else None
         g_s0 = None
@@ -152,14 +174,12 @@ class _RLeaky(torch.autograd.Function):
         flat_g = grads.reshape(-1, n)
         g_w = g_bias = None
         if need[4]:  # Σ_t G[t]ᵀ·S[t−1], S[−1] = s0, without concatenating S[−1] to the spikes
-            if kind == "linear":
-                g_w = grads[0].reshape(-1, n).t() @ s_first.reshape(-1, n)
-                if steps > 1:
-                    g_w = g_w + grads[1:].reshape(-1, n).t() @ spikes[:-1].reshape(-1, n)
-            else:
-                g_w = (grads[0] * s_first).reshape(-1, n).sum(0)
-                if steps > 1:
-                    g_w = g_w + (grads[1:] * spikes[:-1]).reshape(-1, n).sum(0)
+            pairs = [(grads[1:], spikes[:-1])] if steps > 1 else []
+            if s_first is not None:
+                pairs.insert(0, (grads[0], s_first))
+            terms = [g.reshape(-1, n).t() @ s.reshape(-1, n) if kind == "linear"
+                     else (g * s).reshape(-1, n).sum(0) for g, s in pairs]
+            g_w = sum(terms[1:], terms[0]) if terms else torch.zeros_like(weight)
         if has_bias and need[5]:
             g_bias = flat_g.sum(0).to(param.dtype)
         g_w = None if g_w is None else g_w.to(param.dtype)
@@ -197,7 +217,8 @@ def _backward_compiled(lib, grads, carry, g_beta, mems, u0_full, beta, beta_full
     sg = fused.surrogate_args(surrogate)
     steps, n = mems.shape[0], mems[0].numel()
     g_s_steps = None if g_spikes is None else g_spikes.contiguous().unbind(0)
-    g_m_ptr = None if g_mems is None else g_mems.contiguous().data_ptr()
+    g_m = None if g_mems is None else g_mems.contiguous()  # held: the kernel reads it
+    g_m_ptr = _c(g_m)
     buf = torch.empty_like(mems[0]) if steps > 1 else None
     grad_steps, step = grads.unbind(0), 4 * n
     m_ptr, g_ptr, u0_ptr = mems.data_ptr(), grads.data_ptr(), u0_full.data_ptr()
@@ -219,13 +240,32 @@ def _backward_compiled(lib, grads, carry, g_beta, mems, u0_full, beta, beta_full
     return carry, g_beta
 
 
-def rleaky(x_seq: Tensor, u: Tensor, s: Tensor, beta: Tensor, weight: Tensor,
+def _backward_sequence(lib, grads, carry, g_beta, mems, u0_full, beta, beta_full, g_spikes,
+                       g_mems, weight, kind, threshold, reset_zero, surrogate
+                       ) -> tuple[Tensor, Tensor]:
+    """:func:`_backward_torch` in one compiled call, V' included (one-to-one feedback, or
+    all-to-all of at most :data:`SMALL_FEEDBACK` neurons)."""
+    steps, n = mems.shape[0], mems.shape[-1]
+    rows = mems[0].numel() // n
+    g_s = None if g_spikes is None else g_spikes.contiguous()
+    g_m = None if g_mems is None else g_mems.contiguous()
+    w = weight.contiguous()
+    buf = torch.empty(rows * n)
+    lib.rleaky_backward_sequence(
+        mems.data_ptr(), u0_full.data_ptr(), beta_full.data_ptr(), _c(g_m), _c(g_s), w.data_ptr(),
+        int(kind == "one_to_one"), carry.data_ptr(), grads.data_ptr(), g_beta.data_ptr(),
+        buf.data_ptr(), steps, rows, n, float(threshold), int(reset_zero),
+        *fused.surrogate_args(surrogate))
+    return carry, g_beta
+
+
+def rleaky(x_seq: Tensor, u: Tensor, s: Tensor | None, beta: Tensor, weight: Tensor,
            bias: Tensor | None, kind: str, threshold: float, reset_zero: bool,
            surrogate: Surrogate, compiled: bool = True) -> tuple[Tensor, Tensor]:
-    """RLeaky over ``x_seq`` [T, ..., n] from membrane ``u`` and spikes ``s`` [..., n], feedback
-    ``F.linear(s, weight, bias)`` (``kind="linear"``) or ``weight ⊙ s`` (``"one_to_one"``):
-    returns (S, U) each [T, ..., n]. ``compiled=False`` runs the tensor-operation loop (the GPU
-    path) even where the compiled CPU steps apply."""
+    """RLeaky over ``x_seq`` [T, ..., n] from membrane ``u`` and spikes ``s`` [..., n] (None: no
+    spikes yet, a fresh state), feedback ``F.linear(s, weight, bias)`` (``kind="linear"``) or
+    ``weight ⊙ s`` (``"one_to_one"``): returns (S, U) each [T, ..., n]. ``compiled=False`` runs
+    the tensor-operation loop (the GPU path) even where the compiled CPU steps apply."""
     if kind not in ("linear", "one_to_one"):
         raise ValueError(f"kind must be 'linear' or 'one_to_one', got {kind!r}")
     return _RLeaky.apply(x_seq, u, s, beta, weight, bias, kind, threshold, reset_zero, surrogate,

@@ -76,3 +76,35 @@ extern "C" void rleaky_step_backward(const float* u, const float* u_prev, const 
                                 : rleaky_backward_for<SG_FAST_SIGMOID>(has_gu, has_gs, zero);
     fn(u, u_prev, beta, gu, gs, carry, g, gbeta, N, thr, c1, c2);
 }
+
+// The whole backward pass of a layer whose feedback is cheap enough to compute here rather than
+// as a torch GEMM per step: one-to-one (W = w ⊙) or all-to-all with few neurons. Steps t = T−1
+// … 0 of M rows of n neurons; gs_t = gS[t] + V'(G[t+1]), V'(G) = G·W (W [n, n] row-major) or
+// G ⊙ w, then the elementwise step above. gm, gs may be NULL (zero); buf holds M·n floats.
+extern "C" void rleaky_backward_sequence(const float* mems, const float* u0, const float* beta,
+                                         const float* gm, const float* gs, const float* w,
+                                         int one_to_one, float* carry, float* g, float* gbeta,
+                                         float* buf, i64 T, i64 M, i64 n, float thr,
+                                         int reset_zero, int sg_kind, float c1, float c2) {
+    const i64 N = M * n;
+    for (i64 t = T - 1; t >= 0; --t) {
+        const float* gs_t = gs ? gs + t * N : NULL;
+        if (t + 1 < T) {
+            const float* next = g + (t + 1) * N;
+            for (i64 m = 0; m < M; ++m) {
+                float* row = buf + m * n;
+                const float* gn = next + m * n;
+                for (i64 j = 0; j < n; ++j) row[j] = one_to_one ? gn[j] * w[j] : 0.0f;
+                if (!one_to_one)
+                    for (i64 i = 0; i < n; ++i)
+                        for (i64 j = 0; j < n; ++j) row[j] += gn[i] * w[i * n + j];
+                if (gs_t)
+                    for (i64 j = 0; j < n; ++j) row[j] = gs_t[m * n + j] + row[j];
+            }
+            gs_t = buf;
+        }
+        rleaky_step_backward(mems + t * N, t > 0 ? mems + (t - 1) * N : u0, beta,
+                             gm ? gm + t * N : NULL, gs_t, carry, g + t * N, gbeta, N, thr,
+                             reset_zero, sg_kind, c1, c2);
+    }
+}
