@@ -222,6 +222,14 @@ def test_simulate_adds_to_its_own_tree_but_never_mixes_into_another(tmp_path, ca
     assert main([*sim, "--limit", "2"]) == 0
     assert main([*sim, "--limit", "4"]) == 0  # the same simulation, continued
     assert len(list(out.glob("Train/*/*.bin"))) == 4
+    assert main([*sim, "--limit", "3"]) == 0  # a smaller limit: the tree keeps its 4, and says so
+    summary = json.loads((out / "simulation.json").read_text())
+    assert summary["splits"]["Train"] == {"recordings": 4,
+                                          "per_class": [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]}
+    (out / "Train" / "3" / "00004.bin").unlink()  # a gap: only what is there counts
+    assert main([*sim, "--limit", "2"]) == 0
+    assert json.loads((out / "simulation.json").read_text())["splits"]["Train"]["recordings"] == 3
+    assert main([*sim, "--limit", "4"]) == 0
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     capsys.readouterr()
     assert main([*sim, "--seed", "1"]) == 2
@@ -233,3 +241,12 @@ def test_simulate_adds_to_its_own_tree_but_never_mixes_into_another(tmp_path, ca
     del before[out / "simulation.json"]
     assert main(sim) == 2
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_worker_processes_are_capped_at_the_cpus_this_process_may_use():
+    from spikeforge.data.workers import LazyPool
+    from spikeforge.threads import available_cpus
+
+    with LazyPool(10_000) as pool:
+        assert pool.workers == available_cpus()
+    assert LazyPool(None).workers == 0

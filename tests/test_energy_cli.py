@@ -115,3 +115,29 @@ def test_energy_shows_progress_on_stderr_unless_told_not_to(run_dir, tmp_path, c
     assert json.loads(out)["samples"] == 20  # stdout stays JSON
     assert main([*argv, "--no-progress"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_disk_that_fills_while_the_figure_is_written_keeps_the_old_report(
+        run_dir, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "out"
+    argv = ["energy", str(run_dir), "--batches", "1", "-b", "10", "--no-progress",
+            "--out-dir", str(out)]
+    assert main(argv) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def savefig(self, fname, **kwargs):
+        with open(fname, "wb") as f:
+            f.write(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    capsys.readouterr()
+    assert main([*argv[:3], "2", *argv[4:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert os.strerror(errno.ENOSPC) in err and len(err.splitlines()) == 1
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -89,8 +89,10 @@ def run(args: argparse.Namespace) -> int:
     title = f"{loaded.recipe} on {config.dataset}, {args.checkpoint}/ (epoch {loaded.epoch})"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "energy.json", text + "\n")
+        # the figure first: a disk that fills there leaves the previous energy.json standing,
+        # not a new report beside an old figure
         figure = energy_figure(result, out / "figures" / "energy.png", title=title)
+        atomic_write(out / "energy.json", text + "\n")
     except OSError as err:
         raise ConfigError(f"cannot write the report into {out} ({err.strerror or err}); give "
                           "a writable folder with --out-dir.") from None

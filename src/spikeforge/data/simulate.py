@@ -37,12 +37,13 @@ def _simulate_chunk(images: np.ndarray, indices: list[int], paths: list[str],
     return sum(len(r) for r in recordings)
 
 
-def _check_continuable(out: Path, summary: dict) -> None:
-    """Raise :class:`ConfigError` when ``out`` holds recordings that this simulation would not
+def _check_continuable(out: Path, summary: dict) -> dict:
+    """The recordings per split that ``out`` already holds of this simulation (``{}`` when
+    none); raise :class:`ConfigError` when it holds recordings that this simulation would not
     have written (the real N-MNIST, another seed or saccade config): the missing ones are
     only added to a tree of the same simulation, never mixed into another."""
     if not any(out.glob("T*/[0-9]/*.bin")):
-        return
+        return {}
     try:
         previous = json.loads((out / "simulation.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
@@ -52,6 +53,10 @@ def _check_continuable(out: Path, summary: dict) -> None:
         raise ConfigError(f"--out {out} already holds N-MNIST recordings of another source (the "
                           f"real N-MNIST, or a simulation with another seed than {summary['seed']}"
                           " or config); choose an empty folder, so they are not mixed.")
+    splits = previous.get("splits")
+    return {name: entry.get("recordings", 0) for name, entry in splits.items()
+            if isinstance(entry, dict) and isinstance(entry.get("recordings"), int)} \
+        if isinstance(splits, dict) else {}
 
 
 def write_nmnist_tree(
@@ -65,12 +70,15 @@ def write_nmnist_tree(
     progress: Callable[[str, int, int], None] = lambda split, done, total: None,
 ) -> dict:
     """Simulate the first ``limit`` (default all) MNIST images of each split into ``out``;
-    ``progress(split, done, total)`` is called after every chunk of recordings."""
+    ``progress(split, done, total)`` is called after every chunk of recordings. Recordings a
+    previous run of the same simulation wrote stay, and ``simulation.json`` counts them all (a
+    smaller ``limit`` into a full tree leaves it full). Raises ConfigError for a tree of another
+    source."""
     cfg = config or SaccadeConfig()
     out = Path(out)
     summary = {"generator": f"spikeforge {__version__} saccade simulator", "seed": seed,
                "config": cfg.to_dict(), "splits": {}}
-    _check_continuable(out, summary)
+    held = _check_continuable(out, summary)
     with LazyPool(workers) as pool:
         for folder, split, split_id in SPLITS:
             mnist = load_dataset("mnist", split, data_dir=mnist_dir, download=False)
@@ -93,7 +101,13 @@ def write_nmnist_tree(
             for job, _ in zip(jobs, results, strict=True):
                 done += len(job)
                 progress(folder, done, n)
-            summary["splits"][folder] = {"recordings": n,
-                                         "per_class": np.bincount(labels, minlength=10).tolist()}
+            total = n  # and the recordings beyond n that an earlier, larger run left
+            all_labels = mnist.labels.tolist()
+            while (total < min(held.get(folder, 0), len(mnist)) and
+                   (out / folder / str(all_labels[total]) / f"{total + 1:05d}.bin").exists()):
+                total += 1
+            summary["splits"][folder] = {
+                "recordings": total,
+                "per_class": np.bincount(mnist.labels[:total].tolist(), minlength=10).tolist()}
     atomic_write(out / "simulation.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -2,7 +2,9 @@
 
 Processes are started with ``spawn``, not ``fork``: a child forked after the parent has used
 torch's OpenMP thread pool can deadlock in its first parallel region. Each worker runs torch
-single-threaded, so ``workers`` processes use ``workers`` cores.
+single-threaded, so ``workers`` processes use ``workers`` cores; more than the CPUs this process
+may use (:func:`spikeforge.threads.available_cpus`) would only queue for them, so the count is
+capped there (``--workers 10000`` starts no ten thousand processes).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ class LazyPool:
     pays their start-up); ``get()`` is None when ``workers < 2``. Use as a context manager."""
 
     def __init__(self, workers: int | None):
-        self.workers = workers or 0
+        from ..threads import available_cpus
+
+        self.workers = min(workers or 0, available_cpus())
         self._executor: Executor | None = None
 
     def get(self) -> Executor | None:
