@@ -259,6 +259,20 @@ def test_augmented_batches_are_deterministic_and_resumable(tree, tmp_path):
     assert other_epoch.shape != run[0][0].shape or not torch.equal(other_epoch, run[0][0])
 
 
+def test_reused_buffer_gives_the_same_batches(tree, tmp_path):
+    """Batches of changing length and size written into one buffer, each checked before the
+    next is drawn, equal fresh ones; the buffer is allocated once it is large enough."""
+    ds = NMNIST(tree, train=True, cache_dir=tmp_path, augment=True)
+    fresh = [(x.clone(), y) for x, y in ds.batches(3, shuffle=True, seed=4)]
+    assert len({x.shape for x, _ in fresh}) > 1  # lengths (and the last batch size) differ
+    pointers = []
+    for (x, y), (fx, fy) in zip(ds.batches(3, shuffle=True, seed=4, reuse=True), fresh,
+                                strict=True):
+        assert torch.equal(x, fx) and torch.equal(y, fy)
+        pointers.append(x.data_ptr())
+    assert len(set(pointers)) < len(pointers)
+
+
 def test_shards_have_equal_batch_counts(tree, tmp_path):
     ds = NMNIST(tree, train=True, cache_dir=tmp_path)
     counts = [len(list(ds.batches(3, rank=r, world_size=3))) for r in range(3)]

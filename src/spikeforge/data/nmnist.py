@@ -35,6 +35,7 @@ import torch
 
 from ..errors import DataError, SpikeforgeWarning
 from . import framecache
+from .batchbuffer import BatchBuffer
 from .binfmt import read_events
 from .framecache import SparseFrames
 from .kinds import find_split_dir, holds_idx
@@ -295,9 +296,16 @@ class NMNIST:
         rank: int = 0,
         world_size: int = 1,
         start_batch: int = 0,
+        reuse: bool = False,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(frames float32 [T_max, B, 2, 34, 34], labels int64 [B])`` on ``device``."""
+        """Yield ``(frames float32 [T_max, B, 2, 34, 34], labels int64 [B])`` on ``device``.
+
+        ``reuse=True`` (CPU): every batch's frames share one buffer
+        (:class:`~spikeforge.data.batchbuffer.BatchBuffer`), so a batch is valid only until the
+        next one is drawn; the training and evaluation loops, done with each batch before the
+        next, use it to skip allocating and zeroing ~370 MB a batch."""
         device = torch.device(device)
+        buffer = BatchBuffer() if reuse and device.type == "cpu" else None
         plan = batch_indices(len(self), batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
                              drop_last=drop_last, rank=rank, world_size=world_size,
                              start_batch=start_batch)
@@ -309,7 +317,7 @@ class NMNIST:
                     angles = rng.uniform(-self.rotation_deg, self.rotation_deg, len(entries))
                     sources = rotation_sources(torch.from_numpy(angles), FRAME_SHAPE[-1])
                     entries = [rotate_sparse(e, s) for e, s in zip(entries, sources, strict=True)]
-                yield pad_batch(entries, device), self.labels[idx].to(device)
+                yield pad_batch(entries, device, buffer), self.labels[idx].to(device)
 
     def torch_dataset(self) -> torch.utils.data.Dataset:
         """A map-style ``torch.utils.data.Dataset``: ``ds[i] = sample(i)``; batch it with
@@ -317,8 +325,10 @@ class NMNIST:
         return _TorchView(self)
 
 
-def pad_batch(entries: list[SparseFrames], device: torch.device) -> torch.Tensor:
-    """Dense ``float32 [T_max, B, 2, 34, 34]`` of sparse samples, zero-padded in time."""
+def pad_batch(entries: list[SparseFrames], device: torch.device,
+              buffer: BatchBuffer | None = None) -> torch.Tensor:
+    """Dense ``float32 [T_max, B, 2, 34, 34]`` of sparse samples, zero-padded in time; on the
+    CPU written into ``buffer`` when one is given (valid until its next use)."""
     cells = int(np.prod(FRAME_SHAPE))
     batch = len(entries)
     length = max(e.length for e in entries)
@@ -330,12 +340,11 @@ def pad_batch(entries: list[SparseFrames], device: torch.device) -> torch.Tensor
     val = np.concatenate([e.count for e in entries]).astype(np.float32)
     size = length * batch * cells
     if device.type == "cpu":
-        # numpy backs large arrays with huge pages (madvise), which fault in ~4x faster than
-        # torch.zeros' 4 KiB pages here; the frames are the largest allocation of a batch
-        buffer = np.empty(size, dtype=np.float32)
-        buffer.fill(0)
-        buffer[pos] = val
-        out = torch.from_numpy(buffer)
+        dense = (buffer or BatchBuffer()).take(size)
+        dense[pos] = val
+        if buffer is not None:
+            buffer.wrote(pos)
+        out = torch.from_numpy(dense)
     else:  # only the non-zeros travel; the dense batch is made on the device
         out = torch.zeros(size, dtype=torch.float32, device=device)
         pinned = [torch.from_numpy(a).pin_memory() if device.type == "cuda" else
