@@ -125,6 +125,8 @@ extern "C" void poisson_linear_forward(const int32_t* feat, const uint32_t* q, c
         linear_forward<0>(feat, q, start, B, K, T, seed, wt, O, OP, out, spk, nthreads);
 }
 
+enum { KB = 4 };  // pixels whose weight gradients linear_backward sums together
+
 // g [T, B, O]: ∂L/∂I. parts [nthreads, F, OP], zeros on entry: one partial ∂L/∂Wᵀ per thread,
 // summed by the caller. LP as in linear_forward.
 template <int LP>
@@ -146,14 +148,27 @@ static void linear_backward(const int32_t* feat, const i64* start, i64 B, i64 T,
                 memcpy(gb + t * OP, g + (t * B + b) * O, sizeof(float) * O);
                 memset(gb + t * OP + O, 0, sizeof(float) * (OP - O));
             }
-            for (i64 k = start[b]; k < start[b + 1]; ++k) {
-                const uint8_t* s = spk + k * T;
-                float* dst = gw + (i64)feat[k] * OP;
+            // KB pixels at a time: KB independent sums over t, each ∂L/∂I row loaded once for
+            // them; each pixel's sum keeps its order (t ascending from zero)
+            for (i64 k = start[b]; k < start[b + 1]; k += KB) {
+                const i64 nk = start[b + 1] - k < KB ? start[b + 1] - k : KB;
+                const uint8_t* s[KB];
+                for (int kk = 0; kk < KB; ++kk)  // past the sample's end: its last row, unused
+                    s[kk] = spk + (k + (kk < nk ? kk : nk - 1)) * T;
                 for (i64 o = 0; o < OP; o += L) {
-                    vf v = vzero();
-                    for (i64 t = 0; t < T; ++t)
-                        v = vadd(v, vmask(vint(-(int32_t)s[t]), vload(gb + t * OP + o)));
-                    vstore(dst + o, vadd(vload(dst + o), v));
+                    vf v[KB];
+#pragma GCC unroll 4
+                    for (int kk = 0; kk < KB; ++kk) v[kk] = vzero();
+                    for (i64 t = 0; t < T; ++t) {
+                        const vf gt = vload(gb + t * OP + o);
+#pragma GCC unroll 4
+                        for (int kk = 0; kk < KB; ++kk)
+                            v[kk] = vadd(v[kk], vmask(vint(-(int32_t)s[kk][t]), gt));
+                    }
+                    for (i64 kk = 0; kk < nk; ++kk) {
+                        float* dst = gw + (i64)feat[k + kk] * OP + o;
+                        vstore(dst, vadd(vload(dst), v[kk]));
+                    }
                 }
             }
         }
