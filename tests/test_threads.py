@@ -157,7 +157,7 @@ def test_an_automatic_count_follows_the_load_and_a_fixed_one_does_not(monkeypatc
     busy = {"n": 1}
     monkeypatch.setattr(threads, "busy_threads", lambda **_: busy["n"])
     with threads.applied(threads.ThreadPolicy(2, "auto", 2)):
-        assert threads.adapt(force=True) == 1 == torch.get_num_threads()
+        assert threads.adapt() == 1 == torch.get_num_threads()  # the first check: at once
         busy["n"] = 0
         assert threads.adapt() == 1  # checked at most every ADAPT_EVERY_S
         assert threads.adapt(force=True) == 2 == torch.get_num_threads()

@@ -9,14 +9,14 @@ The count comes from, first to last (:func:`resolve`):
 4. automatic: the CPUs this process may use (:func:`available_cpus`: its affinity mask and its
    cgroup CPU quota), divided between the ``LOCAL_WORLD_SIZE`` processes ``--nproc`` starts.
 
-An automatic count also follows the load (:func:`adapt`, called between batches, at most every
-:data:`ADAPT_EVERY_S`): it drops to the CPUs that other runnable threads of our priority leave
-free, at least one, and climbs back when they finish. A parallel region of N threads ends when
-its slowest thread does; beside a busy process one of ours waits a whole scheduler slice for a
-core at every region, which is how ``spikeforge bench rleaky`` fell from 16,000 to 131 img/s
-(issue 14). A fixed count (1–3 above) never changes, so a run with ``--threads`` is
-reproducible bit for bit; an automatic one may sum per-thread partial gradients in a different
-order when the load changes.
+An automatic count also follows the load (:func:`adapt`, called between batches: at the first batch,
+then at most every :data:`ADAPT_EVERY_S`): it drops to the CPUs that other runnable threads of our
+priority leave free, at least one, and climbs back when they finish. A parallel region of N threads
+ends when its slowest thread does; beside a busy process one of ours waits a whole scheduler slice
+for a core at every region, which is how ``spikeforge bench rleaky`` fell from 16,000 to 131 img/s
+(issue 14). A fixed count (1–3 above) never changes, so a run with ``--threads`` is reproducible bit
+for bit; an automatic one may sum per-thread partial gradients in a different order when the load
+changes.
 
 Spin-waiting: OpenMP's wait policy is left as the runtime (or the user: ``OMP_WAIT_POLICY``,
 ``GOMP_SPINCOUNT``) sets it. Sleeping idle threads (``OMP_WAIT_POLICY=passive``) avoid the
@@ -237,7 +237,9 @@ def apply(policy: ThreadPolicy) -> None:
     torch.set_num_threads(policy.threads)
     with contextlib.suppress(RuntimeError):  # only before the first inter-op task
         torch.set_num_interop_threads(policy.threads)
-    _state["policy"], _state["last"] = policy, time.monotonic()
+    # the first adapt() checks at once: a short run beside a busy process must not spend its
+    # first ADAPT_EVERY_S (a whole 200-batch fc-lif epoch) with threads waiting for a core
+    _state["policy"], _state["last"] = policy, -math.inf
 
 
 @contextlib.contextmanager
