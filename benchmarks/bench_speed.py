@@ -268,7 +268,9 @@ Where spikeforge's time goes (same model, loss, optimizer, batch and T as the re
 - **rleaky**: one autograd node per RLeaky layer (hand-written BPTT) that writes each step into
   the output in place, with the elementwise step compiled; the input Linear runs once for all T
   and Adam is fused. The feedback stays a torch GEMM (as in snnTorch, so spikes match it bit for
-  bit).
+  bit), except where it cannot matter: a fresh state's first step takes the bias alone (the GEMM
+  with zero spikes is skipped, forward and weight gradient), and the 10-neuron output layer runs
+  its whole backward pass, feedback gradient included, in one compiled call.
 """
 
 

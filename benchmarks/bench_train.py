@@ -331,7 +331,8 @@ def main(argv=None) -> int:
     results["machine"] = {"cpu": _cpu_model(), "machine": platform.machine(),
                           "cores": os.cpu_count()}
     stored = results.setdefault("loads", {}).get(args.load)
-    if stored:  # a run of some recipes replaces theirs and keeps the others
+    if stored and set(stored["recipes"]) - set(entry["recipes"]):
+        # a run of some recipes replaces theirs and keeps the others (and the command of those)
         entry["recipes"] = {**stored["recipes"], **entry["recipes"]}
         entry["command"] = f"{stored['command']}; then {entry['command']}"
     results["loads"][args.load] = entry

@@ -4,7 +4,7 @@ A batch of 128 recordings at 1 ms frames is ``[~310, 128, 2, 34, 34]`` float32, 
 with under 0.2 % of its cells non-zero. Allocating and zero-filling it afresh for every batch
 costs a page fault per page; in a training process whose memory is fragmented the kernel may
 also stall to compact memory for huge pages, and ``py-spy`` found 23 % of a real
-``spikeforge train nmnist-csnn`` step there (AMD EPYC Zen 3, 2 cores). Reused, the buffer is
+``spikeforge train nmnist-csnn`` step there (AMD EPYC, Zen 5, 2 cores). Reused, the buffer is
 faulted in once, and each batch zeroes only the cells the previous one wrote.
 """
 
