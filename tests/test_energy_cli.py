@@ -98,10 +98,10 @@ def test_unwritable_out_dir_exits_2(run_dir, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     capsys.readouterr()
-    assert main(["energy", str(run_dir), "--batches", "1", "-b", "10", "--no-progress",
+    assert main(["energy", str(run_dir), "--batches", "1", "-b", "10",
                  "--out-dir", str(blocker)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "--out-dir" in err and len(err.splitlines()) == 1
+    assert "--out-dir" in err and len(err.splitlines()) == 1  # refused before measuring
     assert blocker.read_text() == "not a folder"
 
 

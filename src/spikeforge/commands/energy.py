@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import itertools
     import json
+    import os
     import sys
     from collections.abc import Iterator
     from pathlib import Path
@@ -64,6 +65,18 @@ def run(args: argparse.Namespace) -> int:
     if args.batches is not None:
         total = min(total, args.batches)
     task, generator = loaded.task, loaded.generator()
+    out = Path(args.out_dir) if args.out_dir else loaded.run_dir
+
+    def unwritable(reason: object) -> ConfigError:
+        return ConfigError(f"cannot write the report into {out} ({reason}); give a writable "
+                           "folder with --out-dir.")
+
+    try:  # before the measurement, which a folder that cannot take the report would waste
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise unwritable(err.strerror or err) from None
+    if not os.access(out, os.W_OK):
+        raise unwritable("not writable")
 
     def batches(progress: Progress) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         chosen = itertools.islice(test_set.batches(args.batch_size, device=loaded.device), total)
@@ -84,7 +97,6 @@ def run(args: argparse.Namespace) -> int:
                     "model": config.model, "dataset": config.dataset, "T": config.T,
                     "checkpoint": args.checkpoint, "epoch": loaded.epoch,
                     "test_acc": rows.get(loaded.epoch, {}).get("test_acc")}
-    out = Path(args.out_dir) if args.out_dir else loaded.run_dir
     text = json.dumps(result.to_dict(), indent=2)
     title = f"{loaded.recipe} on {config.dataset}, {args.checkpoint}/ (epoch {loaded.epoch})"
     try:
@@ -94,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
         figure = energy_figure(result, out / "figures" / "energy.png", title=title)
         atomic_write(out / "energy.json", text + "\n")
     except OSError as err:
-        raise ConfigError(f"cannot write the report into {out} ({err.strerror or err}); give "
-                          "a writable folder with --out-dir.") from None
+        raise unwritable(err.strerror or err) from None
     if args.json:
         print(text)
     else:
