@@ -99,8 +99,7 @@ def run(args: argparse.Namespace) -> int:
                     "test_acc": rows.get(loaded.epoch, {}).get("test_acc")}
     text = json.dumps(result.to_dict(), indent=2)
     title = f"{loaded.recipe} on {config.dataset}, {args.checkpoint}/ (epoch {loaded.epoch})"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
+    try:  # into the folder checked above
         # the figure first: a disk that fills there leaves the previous energy.json standing,
         # not a new report beside an old figure
         figure = energy_figure(result, out / "figures" / "energy.png", title=title)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import multiprocessing
 from concurrent.futures import Executor, ProcessPoolExecutor
 
+from ..threads import available_cpus
+
 
 def _single_thread() -> None:
     import torch
@@ -24,8 +26,6 @@ class LazyPool:
     pays their start-up); ``get()`` is None when ``workers < 2``. Use as a context manager."""
 
     def __init__(self, workers: int | None):
-        from ..threads import available_cpus
-
         self.workers = min(workers or 0, available_cpus())
         self._executor: Executor | None = None
 
