@@ -2,7 +2,8 @@
 
 The kernel sources are portable (kernels/simd16.h); ``-march`` picks the instruction set. Each
 variant a user's machine can get is built here and checked with the equivalence tests of
-test_kernels_sparse.py and test_kernels_poisson_linear.py (dense torch layers as reference:
+test_kernels_sparse.py, test_kernels_poisson_linear.py and test_kernels_sparse_input.py (dense
+torch layers as reference:
 identical spikes, gradients within those files' tolerances): ``native`` (AVX-512 on the project
 machine), ``x86-64-v3`` (AVX2/FMA, e.g. AMD Zen 3), ``x86-64`` (SSE2 only, no FMA) and a build
 without OpenMP (a compiler that lacks it, such as Apple clang). The AArch64 (NEON) build is
@@ -16,11 +17,12 @@ from pathlib import Path
 import pytest
 import test_kernels_poisson_linear as poisson_tests
 import test_kernels_sparse as sparse_tests
+import test_kernels_sparse_input as sparse_input_tests
 import torch
 from torch import nn
 
 from spikeforge.errors import ConfigError
-from spikeforge.kernels import build, cpu, neuron_pool, poisson, rleaky, sparse
+from spikeforge.kernels import build, cpu, neuron_pool, poisson, rleaky, sparse, sparse_input
 
 KERNELS = Path(sparse.__file__).parent
 #: (-march value, OpenMP) of each variant.
@@ -51,7 +53,8 @@ def _runnable(march: str) -> str | None:
 
 @pytest.fixture(params=VARIANTS, ids=lambda v: f"{v[0]}{'' if v[1] else '-no-openmp'}")
 def variant(request, monkeypatch):
-    """The sparse and Poisson kernels of one variant in place of the default build."""
+    """The sparse, Poisson and sparse-input kernels of one variant in place of the default
+    build."""
     march, openmp = request.param
     reason = _runnable(march)
     if reason:
@@ -61,11 +64,15 @@ def variant(request, monkeypatch):
             "sparse": build.bind(KERNELS / "sparse_kernels.cpp", sparse._SIGNATURES, march, openmp),
             "poisson": build.bind(KERNELS / "poisson_kernels.cpp", poisson._SIGNATURES, march,
                                   openmp),
+            "sparse_input": build.bind(KERNELS / "sparse_input_kernels.cpp",
+                                       sparse_input._SIGNATURES, march, openmp),
         }
     except build.BuildError as err:
         pytest.skip(f"the kernels cannot be compiled here: {str(err)[:200]}")
     monkeypatch.setattr(sparse, "library", lambda: libs["sparse"])
     monkeypatch.setattr(poisson, "library", lambda: libs["poisson"])
+    libs["sparse_input"].sparse_input_weight_grad.restype = sparse_input._RESTYPE
+    monkeypatch.setattr(sparse_input, "library", lambda: libs["sparse_input"])
     return march, openmp, libs
 
 
@@ -100,6 +107,13 @@ def test_poisson_linear_equals_encoding(variant):
     poisson_tests.test_forward_draws_the_encoders_spikes(3, 784, 10, 4)
     poisson_tests.test_forward_draws_the_encoders_spikes(4, 50, 21, 3)
     poisson_tests.test_weight_gradient_equals_the_dense_layers(21)
+
+
+def test_sparse_input_weight_gradient_equals_dense(variant):
+    sparse_input_tests.test_hand_computed_gradient()
+    sparse_input_tests.test_equals_the_dense_product(37, 53, 29, 0.2, True)
+    sparse_input_tests.test_equals_the_dense_product(1152, 128, 128, 0.125, False)
+    sparse_input_tests.test_same_result_on_every_thread_count()
 
 
 def test_arch_comes_from_the_environment(monkeypatch):

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from .encoding import poisson_linear, seed
 from .kernels import sparse
 from .kernels.neuron_pool import lif_pool
+from .kernels.sparse_input import SparseInputLinear
 from .layer import SeqToBatch, seq
 from .neuron import IF, LIF, Leaky, RLeaky
 from .surrogate import ATan
@@ -65,7 +66,9 @@ class CSNN(nn.Module):
     SpikingJelly's convolutional MNIST/Fashion-MNIST net, no conv/linear bias. A static image is
     the same input at every step, so the first Conv-BN runs once and is broadcast over T. Each
     IF-MaxPool pair runs as one kernel on the CPU (:func:`spikeforge.kernels.neuron_pool.lif_pool`,
-    the same spikes), so the full-resolution spikes are never stored.
+    the same spikes), so the full-resolution spikes are never stored. The first Linear's weight
+    gradient is summed from the spikes only
+    (:class:`~spikeforge.kernels.sparse_input.SparseInputLinear`).
     ``pool="avg"`` swaps both max pools for 2×2 average pools (exportable to NIR exactly).
     """
 
@@ -84,7 +87,7 @@ class CSNN(nn.Module):
             IF(surrogate=ATan()), pool_cls(2),
             nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
             IF(surrogate=ATan()), pool_cls(2),
-            nn.Flatten(), nn.Linear(c * 7 * 7, c * 4 * 4, bias=False), IF(surrogate=ATan()),
+            nn.Flatten(), SparseInputLinear(c * 7 * 7, c * 4 * 4, bias=False), IF(surrogate=ATan()),
             nn.Linear(c * 4 * 4, classes, bias=False), IF(surrogate=ATan()),
         )
 
@@ -180,7 +183,9 @@ class RLeakyNet(nn.Module):
     """784 → 128 RLeaky(β) → 10 RLeaky(β): snnTorch's recurrent regression-as-classification net.
 
     ``recurrence``: ``"linear"`` (all-to-all), ``"one_to_one"``, or ``"conv"`` (Conv3x3(8) →
-    MaxPool2 → convolutional RLeaky → Linear(8·14·14, 10) → RLeaky).
+    MaxPool2 → convolutional RLeaky → Linear(8·14·14, 10) → RLeaky). The 784 → 128 encoder's
+    weight gradient skips the black pixels
+    (:class:`~spikeforge.kernels.sparse_input.SparseInputLinear`).
     """
 
     def __init__(self, beta: float = 0.9, steps: int = 10,
@@ -198,7 +203,7 @@ class RLeakyNet(nn.Module):
             self.readout = SeqToBatch(nn.Sequential(nn.Flatten(),
                                                     nn.Linear(channels * 14 * 14, classes)))
         else:
-            self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(784, hidden))
+            self.encoder = nn.Sequential(nn.Flatten(), SparseInputLinear(784, hidden))
             self.hidden = RLeaky(beta, hidden, recurrence=recurrence, surrogate=ATan())
             self.readout = SeqToBatch(nn.Linear(hidden, classes))
         self.output = RLeaky(beta, classes, recurrence="one_to_one" if recurrence == "one_to_one"

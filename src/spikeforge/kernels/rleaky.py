@@ -6,13 +6,15 @@ graph; backward is hand-written backpropagation through time:
 
     G[t]  = dL/dbase[t] = (gU[t] + gS_total[t]·Θ'(U[t] − thr) + β·G[t+1]) · (1 − R[t] if zero)
     gS_total[t] = gS[t] + V'(G[t+1])            (the feedback V(S[t]) enters step t + 1)
-    dL/dX = G;  dL/dβ = Σ G[t]·U[t−1];  dL/dW = Σ_t G[t]ᵀ·S[t−1] in one matmul
+    dL/dX = G;  dL/dβ = Σ G[t]·U[t−1];  dL/dW = Σ_t G[t]ᵀ·S[t−1] in one product
 
 where V' is ``G @ W`` (Linear) or ``G ⊙ w`` (one-to-one). The per-step graph of ~10 autograd
 nodes becomes one node. On CPU float32 each step's elementwise part is one compiled call
 (``rleaky_kernels.cpp``); a backward pass whose feedback is one-to-one or at most
 :data:`SMALL_FEEDBACK` neurons wide runs whole in one call, its V' computed there too. Elsewhere
-(GPU, other dtypes, autocast) the same loop runs as tensor operations. With no spikes before the
+(GPU, other dtypes, autocast) the same loop runs as tensor operations. The product for dL/dW
+adds G's rows at the spikes only (:func:`.sparse_input.weight_grad`; binary spikes at a few
+percent firing). With no spikes before the
 sequence (``s`` None, a fresh state) the first step's feedback is its bias alone, exactly what
 ``F.linear`` of zeros gives, and the GEMMs with the zero spikes are skipped.
 """
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..surrogate import Surrogate
-from . import build, fused
+from . import build, fused, sparse_input
 
 _P, _I, _F, _C = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
 #: Widest all-to-all feedback whose backward pass runs whole in the compiled library (its
@@ -177,8 +179,8 @@ class _RLeaky(torch.autograd.Function):
             pairs = [(grads[1:], spikes[:-1])] if steps > 1 else []
             if s_first is not None:
                 pairs.insert(0, (grads[0], s_first))
-            terms = [g.reshape(-1, n).t() @ s.reshape(-1, n) if kind == "linear"
-                     else (g * s).reshape(-1, n).sum(0) for g, s in pairs]
+            terms = [sparse_input.weight_grad(g.reshape(-1, n), s.reshape(-1, n))
+                     if kind == "linear" else (g * s).reshape(-1, n).sum(0) for g, s in pairs]
             g_w = sum(terms[1:], terms[0]) if terms else torch.zeros_like(weight)
         if has_bias and need[5]:
             g_bias = flat_g.sum(0).to(param.dtype)
