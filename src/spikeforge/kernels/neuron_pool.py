@@ -3,13 +3,16 @@
     lif_pool(neuron, pool, x)  =  pool(neuron(x))     [T, B, C, H, W] → [T, B, C, H/2, W/2]
 
 The neuron runs its whole time loop per plane of H×W neurons and pools each step's spikes at
-once, so the full-resolution spikes and membranes are never written: forward keeps the pre-reset
-membrane H (for the surrogate gradient) and a byte per window naming its winner (the first
-maximum, as torch picks it); backward routes each pooled gradient to that winner and runs the
-neuron's backward loop. Spikes, the pooled output and the final membrane equal the separate
-layers' exactly; gradients agree up to float summation order. A time-invariant input (a static
-image's first block, ``steps`` given with ``x`` [B, C, H, W]) is read once, and its gradient is
-summed over time inside the kernel.
+once, so the full-resolution spikes and membranes are never written: forward keeps a byte per
+window naming its winner (the first maximum, as torch picks it); backward routes each pooled
+gradient to that winner and runs the neuron's backward loop. The pre-reset membrane H that the
+surrogate gradient needs is, on the CPU, recomputed in backward by replaying the plane's forward
+loop from the input (kept for it) in a per-thread buffer: csnn's first block would otherwise
+write and read back a [T, B, 64, 28, 28] tensor (103 MB at B=128, T=4), freshly mapped by the
+allocator at every step. The Triton kernels keep H. Spikes, the pooled output and the final
+membrane equal the separate layers' exactly; gradients agree up to float summation order. A
+time-invariant input (a static image's first block, ``steps`` given with ``x`` [B, C, H, W]) is
+read once, and its gradient is summed over time inside the kernel.
 
 The kernel follows the neuron's backend (:meth:`~spikeforge.neuron.SpikingNeuron.fused_backend`):
 compiled C++ on the CPU (``lif_pool_*`` in ``neuron_pool_kernels.cpp``, ATan surrogate, float32),
@@ -57,9 +60,9 @@ def _launchers(neuron: nn.Module, pool: nn.Module, x: Tensor):
 
 _P, _I, _F, _C = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
 _SIGNATURES = {
-    "lif_pool_forward": [_P, _I, _P, _P, _P, _P, _P, _I, _I, _I, _I, _C, _F, _F, _F, _C, _C],
-    "lif_pool_backward": [_P, _P, _P, _P, _P, _C, _P, _I, _I, _I, _I, _C, _F, _F, _F, _C, _C,
-                          _F, _F, _C],
+    "lif_pool_forward": [_P, _I, _P, _P, _P, _P, _I, _I, _I, _I, _C, _F, _F, _F, _C, _C],
+    "lif_pool_backward": [_P, _I, _P, _P, _P, _P, _P, _C, _P, _I, _I, _I, _I, _C, _F, _F, _F,
+                          _C, _C, _F, _F, _C],
 }
 
 
@@ -73,21 +76,21 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def _cpu_forward(x, x_stride, v0, out, arg, hs, v_last, steps, p, h, w, tau, decay_input,
+def _cpu_forward(x, x_stride, v0, out, arg, v_last, steps, p, h, w, tau, decay_input,
                  v_threshold, v_reset):
     library().lif_pool_forward(
-        x.data_ptr(), x_stride, v0.data_ptr(), out.data_ptr(), _ptr(arg), _ptr(hs),
-        v_last.data_ptr(), steps, p, h, w, mode(tau, decay_input), float(tau or 1.0),
-        float(v_threshold), float(v_reset or 0.0), int(v_reset is None), torch.get_num_threads())
+        x.data_ptr(), x_stride, v0.data_ptr(), out.data_ptr(), _ptr(arg), v_last.data_ptr(),
+        steps, p, h, w, mode(tau, decay_input), float(tau or 1.0), float(v_threshold),
+        float(v_reset or 0.0), int(v_reset is None), torch.get_num_threads())
 
 
-def _cpu_backward(hs, arg, g_out, g_v, gx, static, gv0, steps, p, h, w, tau, decay_input,
-                  v_threshold, v_reset, detach_reset, surrogate):
+def _cpu_backward(x, x_stride, v0, arg, g_out, g_v, gx, static, gv0, steps, p, h, w, tau,
+                  decay_input, v_threshold, v_reset, detach_reset, surrogate):
     library().lif_pool_backward(
-        hs.data_ptr(), arg.data_ptr(), g_out.data_ptr(), _ptr(g_v), gx.data_ptr(), int(static),
-        _ptr(gv0), steps, p, h, w, mode(tau, decay_input), float(tau or 1.0), float(v_threshold),
-        float(v_reset or 0.0), int(v_reset is None), int(detach_reset),
-        *surrogate_args(surrogate)[1:], torch.get_num_threads())
+        x.data_ptr(), x_stride, v0.data_ptr(), arg.data_ptr(), g_out.data_ptr(), _ptr(g_v),
+        gx.data_ptr(), int(static), _ptr(gv0), steps, p, h, w, mode(tau, decay_input),
+        float(tau or 1.0), float(v_threshold), float(v_reset or 0.0), int(v_reset is None),
+        int(detach_reset), *surrogate_args(surrogate)[1:], torch.get_num_threads())
 
 
 _CPU = SimpleNamespace(forward=_cpu_forward, backward=_cpu_backward)
@@ -104,16 +107,25 @@ class _LifPool(torch.autograd.Function):
         b, c, h, w = shape
         p = b * c
         keep = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        replay = kernels is _CPU  # backward recomputes H from x and v0 (module docstring)
         out = torch.empty(steps, b, c, h // 2, w // 2, device=dev)
         arg = torch.empty(out.shape, dtype=torch.uint8, device=dev) if keep else None
-        hs = torch.empty(steps, *shape, device=dev) if keep else None
         v_last = torch.empty(shape, device=dev)
         ctx.v_shape = v0.shape
         v0 = v0.expand(shape).float().contiguous()
-        kernels.forward(x, 0 if static else p * h * w, v0, out, arg, hs, v_last, steps, p, h, w,
-                        tau, decay_input, v_threshold, v_reset)
-        if keep:
-            ctx.save_for_backward(hs, arg)
+        x_stride = 0 if static else p * h * w
+        if replay:
+            kernels.forward(x, x_stride, v0, out, arg, v_last, steps, p, h, w, tau, decay_input,
+                            v_threshold, v_reset)
+            if keep:
+                ctx.save_for_backward(x, v0, arg)
+        else:
+            hs = torch.empty(steps, *shape, device=dev) if keep else None
+            kernels.forward(x, x_stride, v0, out, arg, hs, v_last, steps, p, h, w, tau,
+                            decay_input, v_threshold, v_reset)
+            if keep:
+                ctx.save_for_backward(hs, arg)
+        ctx.geometry = (steps, shape, x_stride)
         ctx.args = (static, dtype, tau, decay_input, v_threshold, v_reset, surrogate,
                     detach_reset, kernels)
         ctx.set_materialize_grads(False)
@@ -121,19 +133,24 @@ class _LifPool(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_out, g_v):
-        hs, arg = ctx.saved_tensors
+        *saved, arg = ctx.saved_tensors
         static, dtype, tau, decay_input, v_threshold, v_reset, surrogate, detach_reset, \
             kernels = ctx.args
-        steps, shape = hs.shape[0], hs.shape[1:]
+        steps, shape, x_stride = ctx.geometry
         b, c, h, w = shape
-        dev = hs.device
+        dev = arg.device
         g_out = (torch.zeros(arg.shape, device=dev) if g_out is None
                  else g_out.float().contiguous())
         g_v = None if g_v is None else g_v.float().contiguous()
-        gx = torch.empty(shape if static else hs.shape, device=dev)
+        gx = torch.empty(shape if static else (steps, *shape), device=dev)
         gv0 = torch.empty(shape, device=dev)
-        kernels.backward(hs, arg, g_out, g_v, gx, static, gv0, steps, b * c, h, w, tau,
-                         decay_input, v_threshold, v_reset, detach_reset, surrogate)
+        geometry = (steps, b * c, h, w, tau, decay_input, v_threshold, v_reset, detach_reset,
+                    surrogate)
+        if kernels is _CPU:
+            x, v0 = saved
+            kernels.backward(x, x_stride, v0, arg, g_out, g_v, gx, static, gv0, *geometry)
+        else:
+            kernels.backward(saved[0], arg, g_out, g_v, gx, static, gv0, *geometry)
         gv0 = gv0.sum_to_size(ctx.v_shape).to(dtype) if ctx.needs_input_grad[1] else None
         return gx.to(dtype), gv0, None, None, None, None, None, None, None, None
 

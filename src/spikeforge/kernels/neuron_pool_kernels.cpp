@@ -7,11 +7,11 @@
 // The neuron arithmetic is if_lif_forward's, operation for operation. x [T, P, H, W] is read with
 // time stride x_st (0: the same input at every step); v0 [P, H, W]. Writes out [T, P, PH, PW]
 // (pooled spikes), arg [T, P, PH, PW] (0..3: the window's first maximum in row-major order, as
-// torch's max_pool2d picks it) unless NULL, h [T, P, H, W] (pre-reset membrane, for backward)
-// unless NULL, and v_last [P, H, W] (the membrane after the last step).
-// One step of a plane's HW neurons: v, the spikes s and (KEEP_H) the pre-reset membrane h. The
-// store of h is decided outside the loop, so the loop vectorises without masked stores (AVX2,
-// NEON), not only with them (AVX-512).
+// torch's max_pool2d picks it) unless NULL, and v_last [P, H, W] (the membrane after the last
+// step). The pre-reset membranes are not kept: backward replays this loop.
+// One step of a plane's HW neurons: v, the spikes s and (KEEP_H, the backward's replay) the
+// pre-reset membrane h. The store of h is decided outside the loop, so the loop vectorises
+// without masked stores (AVX2, NEON), not only with them (AVX-512).
 template <int MODE, bool SOFT, bool KEEP_H>
 static inline void lif_plane_step(const float* xt, float* v, float* s, float* ht, i64 HW,
                                   float tau, float v_r, float v_th, float v_reset) {
@@ -26,8 +26,8 @@ static inline void lif_plane_step(const float* xt, float* v, float* s, float* ht
 
 template <int MODE, bool SOFT>
 static void lif_pool_forward_impl(const float* x, i64 x_st, const float* v0, float* out,
-                                  uint8_t* arg, float* h_out, float* v_last, i64 T, i64 P, i64 H,
-                                  i64 W, float tau, float v_th, float v_reset, int nthreads) {
+                                  uint8_t* arg, float* v_last, i64 T, i64 P, i64 H, i64 W,
+                                  float tau, float v_th, float v_reset, int nthreads) {
     const i64 HW = H * W, PH = H / 2, PW = W / 2, PHW = PH * PW;
     const float v_r = SOFT ? 0.0f : v_reset;
 #pragma omp parallel num_threads(threads_for(T * P * HW, nthreads))
@@ -38,13 +38,8 @@ static void lif_pool_forward_impl(const float* x, i64 x_st, const float* v0, flo
         for (i64 p = 0; p < P; ++p) {
             memcpy(v, v0 + p * HW, sizeof(float) * HW);
             for (i64 t = 0; t < T; ++t) {
-                const float* xt = x + t * x_st + p * HW;
-                if (h_out)
-                    lif_plane_step<MODE, SOFT, true>(xt, v, s, h_out + (t * P + p) * HW, HW,
-                                                     tau, v_r, v_th, v_reset);
-                else
-                    lif_plane_step<MODE, SOFT, false>(xt, v, s, nullptr, HW, tau, v_r, v_th,
-                                                      v_reset);
+                lif_plane_step<MODE, SOFT, false>(x + t * x_st + p * HW, v, s, nullptr, HW, tau,
+                                                  v_r, v_th, v_reset);
                 float* ot = out + (t * P + p) * PHW;
                 uint8_t* at = arg ? arg + (t * P + p) * PHW : nullptr;
                 for (i64 py = 0; py < PH; ++py) {
@@ -72,12 +67,12 @@ static void lif_pool_forward_impl(const float* x, i64 x_st, const float* v0, flo
 }
 
 extern "C" void lif_pool_forward(const float* x, i64 x_st, const float* v0, float* out,
-                                 uint8_t* arg, float* h_out, float* v_last, i64 T, i64 P, i64 H,
-                                 i64 W, int mode, float tau, float v_th, float v_reset, int soft,
+                                 uint8_t* arg, float* v_last, i64 T, i64 P, i64 H, i64 W,
+                                 int mode, float tau, float v_th, float v_reset, int soft,
                                  int nthreads) {
-#define LIF_POOL_FWD(M, S) \
-    lif_pool_forward_impl<M, S>(x, x_st, v0, out, arg, h_out, v_last, T, P, H, W, tau, v_th, \
-                                v_reset, nthreads)
+#define LIF_POOL_FWD(M, S)                                                                  \
+    lif_pool_forward_impl<M, S>(x, x_st, v0, out, arg, v_last, T, P, H, W, tau, v_th, v_reset, \
+                                nthreads)
     if (mode == IF_MODE)
         soft ? LIF_POOL_FWD(IF_MODE, true) : LIF_POOL_FWD(IF_MODE, false);
     else if (mode == LIF_DECAY_INPUT)
@@ -89,9 +84,11 @@ extern "C" void lif_pool_forward(const float* x, i64 x_st, const float* v0, floa
 
 // Its backward: g [T, P, PH, PW] is dL/d(pooled spikes), routed to each window's winner (the
 // other three get none, as in max_pool2d's backward); gv_last [P, H, W] (dL/dV after the last
-// step) may be NULL. Then if_lif_backward's arithmetic per neuron. Writes gx [T, P, H, W], or,
-// when sum_t, Σ_t dL/dX[t] into gx [P, H, W] (the input was the same at every step); gv0
-// [P, H, W] unless NULL.
+// step) may be NULL. The pre-reset membranes H are not read from memory: each plane's forward
+// loop is run again from x (time stride x_st) and v0 into a buffer of T·H·W floats per thread,
+// with the forward's arithmetic, so they are the forward's values bit for bit. Then
+// if_lif_backward's arithmetic per neuron. Writes gx [T, P, H, W], or, when sum_t, Σ_t dL/dX[t]
+// into gx [P, H, W] (the input was the same at every step); gv0 [P, H, W] unless NULL.
 // if_lif_backward's arithmetic for one step of a plane's HW neurons: dL/dX into gxt (added to
 // it when SUM, decided outside the loop), dL/dV[t−1] into carry.
 template <int MODE, bool SOFT, bool DETACH, int SG, bool SUM>
@@ -106,18 +103,24 @@ static inline void lif_plane_backward(const float* ht, const float* gs, float* c
 }
 
 template <int MODE, bool SOFT, bool DETACH, int SG>
-static void lif_pool_backward_impl(const float* h, const uint8_t* arg, const float* g,
-                                   const float* gv_last, float* gx, int sum_t, float* gv0, i64 T,
-                                   i64 P, i64 H, i64 W, float tau, float v_th, float v_reset,
-                                   float c1, float c2, int nthreads) {
+static void lif_pool_backward_impl(const float* x, i64 x_st, const float* v0, const uint8_t* arg,
+                                   const float* g, const float* gv_last, float* gx, int sum_t,
+                                   float* gv0, i64 T, i64 P, i64 H, i64 W, float tau, float v_th,
+                                   float v_reset, float c1, float c2, int nthreads) {
     const i64 HW = H * W, PH = H / 2, PW = W / 2, PHW = PH * PW;
+    const float v_r = SOFT ? 0.0f : v_reset;
 #pragma omp parallel num_threads(threads_for(T * P * HW, nthreads))
     {
         float* carry = (float*)malloc(sizeof(float) * HW);
         float* gs = (float*)malloc(sizeof(float) * HW);
+        float* h = (float*)malloc(sizeof(float) * T * HW);
         float* acc = sum_t ? (float*)malloc(sizeof(float) * HW) : nullptr;
 #pragma omp for schedule(static)
         for (i64 p = 0; p < P; ++p) {
+            memcpy(carry, v0 + p * HW, sizeof(float) * HW);  // the membrane, for the replay
+            for (i64 t = 0; t < T; ++t)
+                lif_plane_step<MODE, SOFT, true>(x + t * x_st + p * HW, carry, gs, h + t * HW, HW,
+                                                 tau, v_r, v_th, v_reset);
             if (gv_last)
                 memcpy(carry, gv_last + p * HW, sizeof(float) * HW);
             else
@@ -132,7 +135,7 @@ static void lif_pool_backward_impl(const float* h, const uint8_t* arg, const flo
                         const uint8_t a = at[py * PW + px];
                         gs[(2 * py + (a >> 1)) * W + 2 * px + (a & 1)] = gt[py * PW + px];
                     }
-                const float* ht = h + (t * P + p) * HW;
+                const float* ht = h + t * HW;
                 if (sum_t)
                     lif_plane_backward<MODE, SOFT, DETACH, SG, true>(ht, gs, carry, acc, HW, tau,
                                                                      v_th, v_reset, c1, c2);
@@ -144,20 +147,21 @@ static void lif_pool_backward_impl(const float* h, const uint8_t* arg, const flo
             if (gv0) memcpy(gv0 + p * HW, carry, sizeof(float) * HW);
         }
         free(acc);
+        free(h);
         free(gs);
         free(carry);
     }
 }
 
 template <int MODE>
-static void lif_pool_backward_mode(int soft, int detach, const float* h,
-                                   const uint8_t* arg, const float* g, const float* gv_last,
-                                   float* gx, int sum_t, float* gv0, i64 T, i64 P, i64 H, i64 W,
-                                   float tau, float v_th, float v_reset, float c1, float c2,
-                                   int nthreads) {
-#define LIF_POOL_BWD(S, D)                                                                    \
-    lif_pool_backward_impl<MODE, S, D, SG_ATAN>(h, arg, g, gv_last, gx, sum_t, gv0, T, P, H, W, \
-                                                tau, v_th, v_reset, c1, c2, nthreads)
+static void lif_pool_backward_mode(int soft, int detach, const float* x, i64 x_st,
+                                   const float* v0, const uint8_t* arg, const float* g,
+                                   const float* gv_last, float* gx, int sum_t, float* gv0, i64 T,
+                                   i64 P, i64 H, i64 W, float tau, float v_th, float v_reset,
+                                   float c1, float c2, int nthreads) {
+#define LIF_POOL_BWD(S, D)                                                                     \
+    lif_pool_backward_impl<MODE, S, D, SG_ATAN>(x, x_st, v0, arg, g, gv_last, gx, sum_t, gv0, T, \
+                                                P, H, W, tau, v_th, v_reset, c1, c2, nthreads)
     if (soft && detach)
         LIF_POOL_BWD(true, true);
     else if (soft)
@@ -169,13 +173,13 @@ static void lif_pool_backward_mode(int soft, int detach, const float* h,
 #undef LIF_POOL_BWD
 }
 
-extern "C" void lif_pool_backward(const float* h, const uint8_t* arg, const float* g,
-                                  const float* gv_last, float* gx, int sum_t, float* gv0, i64 T,
-                                  i64 P, i64 H, i64 W, int mode, float tau, float v_th,
-                                  float v_reset, int soft, int detach_reset, float c1, float c2,
-                                  int nthreads) {
+extern "C" void lif_pool_backward(const float* x, i64 x_st, const float* v0, const uint8_t* arg,
+                                  const float* g, const float* gv_last, float* gx, int sum_t,
+                                  float* gv0, i64 T, i64 P, i64 H, i64 W, int mode, float tau,
+                                  float v_th, float v_reset, int soft, int detach_reset, float c1,
+                                  float c2, int nthreads) {
 #define LIF_POOL_BWD(M)                                                                       \
-    lif_pool_backward_mode<M>(soft, detach_reset, h, arg, g, gv_last, gx, sum_t, gv0,          \
+    lif_pool_backward_mode<M>(soft, detach_reset, x, x_st, v0, arg, g, gv_last, gx, sum_t, gv0, \
                               T, P, H, W, tau, v_th, v_reset, c1, c2, nthreads)
     if (mode == IF_MODE)
         LIF_POOL_BWD(IF_MODE);
