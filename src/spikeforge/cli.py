@@ -21,7 +21,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from . import __version__, commands, threads
+from . import __version__, commands, memory, threads
 from .errors import SpikeforgeError, SpikeforgeWarning
 from .fileio import describe
 
@@ -129,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if not args._threads:
             return int(args._run(args) or 0)
+        memory.keep_freed_memory()
         with threads.applied(threads.resolve(args.threads)):
             return int(args._run(args) or 0)
     except SpikeforgeError as err:
