@@ -70,65 +70,99 @@ extern "C" void poisson_encode(const i64* idx, const uint32_t* q, i64 K, i64 T, 
         encode_rows<uint8_t>(idx, q, K, T, N, seed, (uint8_t*)out, (uint8_t)one, nthreads);
 }
 
+// linear_forward draws TL steps of a 4-pixel word at once and keeps the currents of those steps
+// as vectors over time (GCC/Clang vector extensions: one source for every target, which maps
+// each type onto its own vectors, or pairs and quads of narrower ones).
+enum { TL = 8, MAX_OUT = 16 };
+typedef uint64_t u64xt __attribute__((vector_size(8 * TL)));
+typedef uint32_t u32xt __attribute__((vector_size(4 * TL)));
+typedef int32_t i32xt __attribute__((vector_size(4 * TL)));
+typedef float f32xt __attribute__((vector_size(4 * TL)));
+typedef uint8_t u8xt __attribute__((vector_size(TL)));
+
+static inline u64xt splitmix64_t(u64xt z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
 // start [B + 1]: the pixels of sample b are k in [start[b], start[b + 1]); feat [K]: their input
-// feature (pixel index within the sample). out [T, B, O]. spk [K, T] (bytes, 0/1) receives the
-// spikes for the backward pass, or is NULL. Each sample's current is summed in ascending k.
-// LP = OP when it is a compile-time constant (the common OP = 16), else 0.
-template <int LP>
+// feature (pixel index within the sample); wt [F, OP]. Writes outputs o0 .. o0+NO−1 of out
+// [T, B, O], and spk [K, T] (bytes, 0/1: the spikes, for the backward pass) unless NULL. Each
+// current is summed in ascending k from +0. The counter of step t is seed + (t·words + j + 1)·φ
+// = seed + (j + 1)·φ + t·(words·φ) (mod 2^64), so the TL draws of word j for steps t0 .. are one
+// vector; a pixel's spikes over those steps are one lane mask, and the currents of the NO
+// outputs over those steps are NO vectors held in registers, each added the pixel's weight where
+// it fired. Against one draw and one masked add of an output row per (pixel, step), this does
+// the draws and compares TL at a time and touches only the NO real outputs: 1.8x faster with
+// AVX-512, 1.25x with AVX2 (fc-lif's batch, one thread, AMD Zen 5).
+template <int NO>
 static void linear_forward(const int32_t* feat, const uint32_t* q, const i64* start, i64 B,
-                           i64 K, i64 T, uint64_t seed, const float* wt, i64 O, i64 op,
+                           i64 K, i64 T, uint64_t seed, const float* wt, i64 O, i64 OP, i64 o0,
                            float* out, uint8_t* spk, int nthreads) {
-    const i64 OP = LP ? LP : op;
     const uint64_t words = (uint64_t)((K + 3) / 4);
-#pragma omp parallel num_threads(threads_for(T * K, nthreads))
-    {
-        float* acc = (float*)aligned_alloc(64, sizeof(float) * T * OP);
-#pragma omp for schedule(static)
-        for (i64 b = 0; b < B; ++b) {
-            memset(acc, 0, sizeof(float) * T * OP);
-            const i64 k0 = start[b], k1 = start[b + 1];
+    const uint64_t step_inc = words * PHI;
+    u64xt lane_inc;
+    for (int l = 0; l < TL; ++l) lane_inc[l] = (uint64_t)l * step_inc;
+#pragma omp parallel for schedule(static) num_threads(threads_for(T * K, nthreads))
+    for (i64 b = 0; b < B; ++b) {
+        const i64 k0 = start[b], k1 = start[b + 1];
+        for (i64 t0 = 0; t0 < T; t0 += TL) {
+            const int n = T - t0 < TL ? (int)(T - t0) : TL;
+            f32xt acc[NO];
+            for (int o = 0; o < NO; ++o) acc[o] = f32xt{};
             for (i64 j = k0 / 4; 4 * j < k1; ++j) {
                 const i64 lo = k0 > 4 * j ? k0 : 4 * j, hi = k1 < 4 * j + 4 ? k1 : 4 * j + 4;
-                for (i64 t = 0; t < T; ++t) {
-                    const uint64_t bits = draw(seed, words, t, j);
-                    int32_t on[4];  // all ones where pixel k fires
-                    for (i64 k = lo; k < hi; ++k) {
-                        const uint32_t r = (uint32_t)(bits >> (16 * (k - 4 * j))) & 0xFFFFu;
-                        const bool s = r < q[k];
-                        if (spk) spk[k * T + t] = (uint8_t)s;
-                        on[k - lo] = -(int32_t)s;
+                const u64xt bits = splitmix64_t(seed + (uint64_t)(j + 1) * PHI +
+                                                (uint64_t)t0 * step_inc + lane_inc);
+                // the four 16-bit uniforms as two 32-bit halves: compares in 32-bit lanes
+                const u32xt half[2] = {__builtin_convertvector(bits & 0xFFFFFFFFull, u32xt),
+                                       __builtin_convertvector(bits >> 32, u32xt)};
+                for (i64 k = lo; k < hi; ++k) {
+                    const int lane = (int)(k - 4 * j);
+                    const i32xt r = (i32xt)((half[lane >> 1] >> (16 * (lane & 1))) & 0xFFFFu);
+                    const i32xt on = r < (int32_t)q[k];  // all ones where pixel k fires
+                    if (spk) {
+                        const u8xt s = __builtin_convertvector(-on, u8xt);
+                        if (n == TL)
+                            memcpy(spk + k * T + t0, &s, TL);
+                        else
+                            for (int l = 0; l < n; ++l) spk[k * T + t0 + l] = s[l];
                     }
-                    float* a = acc + t * OP;
-                    for (i64 o = 0; o < OP; o += L) {
-                        vf v = vload(a + o);
-                        for (i64 k = lo; k < hi; ++k) {
-                            const vf w = vload(wt + (i64)feat[k] * OP + o);
-                            v = vadd(v, vmask(vint(on[k - lo]), w));
-                        }
-                        vstore(a + o, v);
-                    }
+                    const float* w = wt + (i64)feat[k] * OP + o0;
+                    for (int o = 0; o < NO; ++o) acc[o] += (f32xt)((i32xt)(f32xt{} + w[o]) & on);
                 }
             }
-            for (i64 t = 0; t < T; ++t)
-                memcpy(out + (t * B + b) * O, acc + t * OP, sizeof(float) * O);
+            for (int l = 0; l < n; ++l)
+                for (int o = 0; o < NO; ++o) out[((t0 + l) * B + b) * O + o0 + o] = acc[o][l];
         }
-        free(acc);
     }
 }
 
+typedef void (*linear_forward_fn)(const int32_t*, const uint32_t*, const i64*, i64, i64, i64,
+                                  uint64_t, const float*, i64, i64, i64, float*, uint8_t*, int);
+
+// Outputs in chunks of at most MAX_OUT (the draws are repeated per chunk; the spikes are written
+// with the first).
 extern "C" void poisson_linear_forward(const int32_t* feat, const uint32_t* q, const i64* start,
                                        i64 B, i64 K, i64 T, uint64_t seed, const float* wt,
                                        i64 O, i64 OP, float* out, uint8_t* spk, int nthreads) {
-    if (OP == 16)
-        linear_forward<16>(feat, q, start, B, K, T, seed, wt, O, OP, out, spk, nthreads);
-    else
-        linear_forward<0>(feat, q, start, B, K, T, seed, wt, O, OP, out, spk, nthreads);
+    static const linear_forward_fn by_outputs[MAX_OUT] = {
+        linear_forward<1>,  linear_forward<2>,  linear_forward<3>,  linear_forward<4>,
+        linear_forward<5>,  linear_forward<6>,  linear_forward<7>,  linear_forward<8>,
+        linear_forward<9>,  linear_forward<10>, linear_forward<11>, linear_forward<12>,
+        linear_forward<13>, linear_forward<14>, linear_forward<15>, linear_forward<16>};
+    for (i64 o0 = 0; o0 < O; o0 += MAX_OUT) {
+        const i64 no = O - o0 < MAX_OUT ? O - o0 : MAX_OUT;
+        by_outputs[no - 1](feat, q, start, B, K, T, seed, wt, O, OP, o0, out,
+                           o0 == 0 ? spk : NULL, nthreads);
+    }
 }
 
 enum { KB = 4 };  // pixels whose weight gradients linear_backward sums together
 
 // g [T, B, O]: ∂L/∂I. parts [nthreads, F, OP], zeros on entry: one partial ∂L/∂Wᵀ per thread,
-// summed by the caller. LP as in linear_forward.
+// summed by the caller. LP = OP when it is a compile-time constant (the common OP = 16), else 0.
 template <int LP>
 static void linear_backward(const int32_t* feat, const i64* start, i64 B, i64 T,
                             const uint8_t* spk, const float* g, i64 O, i64 op, i64 F,
