@@ -44,6 +44,25 @@ def test_forward_draws_the_encoders_spikes(b, f, o, steps):
     assert spikes[:, -1, :3].all()
 
 
+def test_pixel_list_equals_the_encoders_thresholds():
+    """The compiled one-pass list of firing pixels (feature, threshold, per-sample start) is the
+    encoder's (_thresholds), edge values included: p > 1, p too small to ever fire, NaN, < 0."""
+    x = _images(5, 33, seed=3)
+    x[1, :8] = torch.tensor([1.7, 1.0, 1e-9, -0.25, float("nan"), 0.99999, 2 ** -17, 0.5])
+    x[3] = 0                          # a sample with no pixel that can fire
+    b, f = x.shape
+    feat, q = torch.empty(b * f, dtype=torch.int32), torch.empty(b * f, dtype=torch.int32)
+    start = torch.empty(b + 1, dtype=torch.int64)
+    compiled.library().poisson_linear_pixels(x.data_ptr(), b, f, feat.data_ptr(), q.data_ptr(),
+                                             start.data_ptr())
+    idx, q_ref = compiled._thresholds(x)
+    k = int(start[-1])
+    assert k == idx.numel()
+    assert torch.equal(feat[:k], (idx % f).to(torch.int32)) and torch.equal(q[:k], q_ref)
+    assert torch.equal(start, torch.searchsorted(idx, torch.arange(b + 1) * f))
+    assert start[3] == start[4]
+
+
 def test_forward_with_float_weights_matches_up_to_summation_order():
     x = _images(16, 784)
     w = torch.randn(10, 784)

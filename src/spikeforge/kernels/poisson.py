@@ -31,6 +31,7 @@ _SIGNATURES = {
     "poisson_encode": [_P, _P, _I, _I, _I, ctypes.c_uint64, _P, _C, ctypes.c_uint32, _C],
     "poisson_linear_forward": [_P, _P, _P, _I, _I, _I, ctypes.c_uint64, _P, _I, _I, _P, _P, _C],
     "poisson_linear_backward": [_P, _P, _I, _I, _P, _P, _I, _I, _I, _P, _C],
+    "poisson_linear_pixels": [_P, _I, _I, _P, _P, _P],
 }
 
 #: SIMD width (floats) the output axis is padded to.
@@ -80,16 +81,22 @@ class _PoissonLinear(torch.autograd.Function):
         b, f = p.shape
         o = weight.shape[0]
         op = -(-o // LANES) * LANES
-        idx, q = _thresholds(p)
-        feat = (idx % f).to(torch.int32)
-        start = torch.searchsorted(idx, torch.arange(b + 1) * f)
+        # the pixels that can fire and their thresholds, as _thresholds gives them, in one pass
+        feat = torch.empty(b * f, dtype=torch.int32)
+        q = torch.empty(b * f, dtype=torch.int32)
+        start = torch.empty(b + 1, dtype=torch.int64)
+        pixels = p.detach().float().contiguous()
+        library().poisson_linear_pixels(pixels.data_ptr(), b, f, feat.data_ptr(), q.data_ptr(),
+                                        start.data_ptr())
+        k = int(start[-1])
+        feat, q = feat[:k], q[:k]
         wt = torch.zeros(f, op)
         wt[:, :o] = weight.detach().t()
         out = torch.empty(steps, b, o)
         keep = ctx.needs_input_grad[1]
-        spk = torch.empty(idx.numel(), steps, dtype=torch.uint8) if keep else None
+        spk = torch.empty(k, steps, dtype=torch.uint8) if keep else None
         library().poisson_linear_forward(
-            feat.data_ptr(), q.data_ptr(), start.data_ptr(), b, idx.numel(), steps, seed,
+            feat.data_ptr(), q.data_ptr(), start.data_ptr(), b, k, steps, seed,
             wt.data_ptr(), o, op, out.data_ptr(), None if spk is None else spk.data_ptr(),
             torch.get_num_threads())
         if keep:

@@ -70,6 +70,28 @@ extern "C" void poisson_encode(const i64* idx, const uint32_t* q, i64 K, i64 T, 
         encode_rows<uint8_t>(idx, q, K, T, N, seed, (uint8_t*)out, (uint8_t)one, nthreads);
 }
 
+// The pixels that can fire, for linear: p [B, F] (float32, row-major) → feat [K] (each one's
+// feature index), q [K] = (int32)(min(p, 1)·65536 + 0.5) in float32 arithmetic (poisson.py's
+// _thresholds, operation for operation) and start [B + 1] (sample b's pixels are k in
+// [start[b], start[b + 1]), start[B] = K). feat and q have room for B·F entries.
+extern "C" void poisson_linear_pixels(const float* p, i64 B, i64 F, int32_t* feat, uint32_t* q,
+                                      i64* start) {
+    i64 k = 0;
+    for (i64 b = 0; b < B; ++b) {
+        start[b] = k;
+        const float* row = p + b * F;
+        for (i64 f = 0; f < F; ++f) {
+            if (row[f] > 0.0f) {
+                const float v = row[f] < 1.0f ? row[f] : 1.0f;
+                feat[k] = (int32_t)f;
+                q[k] = (uint32_t)(int32_t)(v * 65536.0f + 0.5f);
+                ++k;
+            }
+        }
+    }
+    start[B] = k;
+}
+
 // linear_forward draws TL steps of a 4-pixel word at once and keeps the currents of those steps
 // as vectors over time (GCC/Clang vector extensions: one source for every target, which maps
 // each type onto its own vectors, or pairs and quads of narrower ones).
