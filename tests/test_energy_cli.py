@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from spikeforge.cli import main
-from spikeforge.data import write_idx
+from spikeforge.data import read_idx, write_idx
 
 T = 8
 
@@ -24,6 +24,8 @@ def run_dir(tmp_path_factory):
     rng = np.random.default_rng(0)
     for stem, n in (("train", 128), ("t10k", 40)):
         labels = rng.integers(0, 10, n).astype(np.uint8)
+        if stem == "t10k":  # stored class by class, as the N-MNIST test set is
+            labels = np.sort(labels)
         images = (rng.random((n, 28, 28)) * 60).astype(np.uint8)
         for i, k in enumerate(labels):
             images[i, 2 + 2 * k:5 + 2 * k, 4:24] = 230
@@ -38,11 +40,12 @@ def run_dir(tmp_path_factory):
 
 def test_energy_writes_report_and_figure(run_dir, capsys):
     capsys.readouterr()
-    assert main(["energy", str(run_dir), "--batches", "2", "-b", "10", "--json"]) == 0
+    assert main(["energy", str(run_dir), "-b", "10", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads((run_dir / "energy.json").read_text())
     assert printed == saved
-    assert saved["samples"] == 20 and saved["recipe"] == "fc-lif" and saved["T"] == T
+    assert saved["samples"] == 40 and saved["recipe"] == "fc-lif" and saved["T"] == T
+    assert saved["selection"] == "whole test set" and saved["test_set_samples"] == 40
     linear, neuron = saved["layers"]
     assert (linear["name"], linear["role"], neuron["name"], neuron["role"]) == (
         "net.1", "synaptic", "net.2", "spiking")
@@ -56,8 +59,20 @@ def test_energy_writes_report_and_figure(run_dir, capsys):
     assert image.format == "PNG" and image.size == (1100, 420)
     assert len(np.unique(np.asarray(image.convert("L")))) > 2
 
-    assert main(["eval", str(run_dir), "--max-batches", "2", "-b", "10", "--json"]) == 0
+    assert main(["eval", str(run_dir), "-b", "10", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["test_acc"] == saved["accuracy"]
+
+
+def test_a_part_of_the_test_set_is_drawn_across_it(run_dir, tmp_path, capsys):
+    """The test set is stored class by class; its first 2 batches of 10 hold 3-5 classes."""
+    capsys.readouterr()
+    assert main(["energy", str(run_dir), "--batches", "2", "-b", "10", "--json",
+                 "--out-dir", str(tmp_path)]) == 0
+    saved = json.loads(capsys.readouterr().out)
+    labels = read_idx(run_dir.parent / "data" / "t10k-labels-idx1-ubyte")
+    first = np.unique(labels[:20])
+    assert saved["samples"] == 20 and saved["selection"] == "shuffled, seed 0"
+    assert saved["classes_counted"] > len(first)
 
 
 def test_energy_table(run_dir, tmp_path, capsys):
@@ -67,7 +82,7 @@ def test_energy_table(run_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Linear 784→10" in out and "LIF [10]" in out and "total" in out
     assert "E_MAC 4.6 pJ, E_AC 0.9 pJ" in out
-    assert "per sample, over 10 samples of 8 time steps" in out
+    assert "per sample, over 10 samples of 8 time steps (10 of the 40 test samples" in out
     assert (tmp_path / "out" / "energy.json").exists()
     assert (tmp_path / "out" / "figures" / "energy.png").exists()
 

@@ -4,8 +4,11 @@ Runs the run's ``best/`` (or ``last/``) network on the test split, encoded exact
 ``spikeforge eval`` encodes it (the same Poisson stream), and reports per sample: each spiking
 layer's firing rate and silent neurons, each synaptic layer's ACs (from spikes) and MACs (from
 real values), the dense MACs of the same net as an ANN, and the energy E = E_MAC·MACs +
-E_AC·ACs (:mod:`spikeforge.energy`). Prints a table (``--json``: the JSON instead) and writes
-``energy.json`` and ``figures/energy.png`` into the run directory (``--out-dir``: elsewhere).
+E_AC·ACs (:mod:`spikeforge.energy`). ``--batches N`` counts N batches drawn across the test
+set by a shuffle with seed 0 (the N-MNIST test set is stored class by class, so its first
+batches are all zeros); the whole set is counted in order. Prints a table (``--json``: the JSON
+instead) and writes ``energy.json`` and ``figures/energy.png`` into the run directory
+(``--out-dir``: elsewhere).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ HELP = "firing rates, synaptic operations (ACs, MACs) and estimated energy per l
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="run directory written by spikeforge train")
     parser.add_argument("--batches", type=int, metavar="N",
-                        help="count N test batches only (default: the whole test set)")
+                        help="count N test batches only, drawn across the test set by a fixed "
+                             "shuffle (default: the whole test set, in order)")
     parser.add_argument("-b", "--batch-size", type=int, default=32,
                         help="test batch size (default 32; the counts do not depend on it)")
     parser.add_argument("--costs", default="45nm", metavar="45nm|FILE.toml",
@@ -62,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_run(args.run_dir, args.checkpoint, resolve_device(args.device))
     test_set = loaded.dataset("test", args.data_dir)
     total = test_set.num_batches(args.batch_size)
-    if args.batches is not None:
-        total = min(total, args.batches)
+    subset = args.batches is not None and args.batches < total
+    if subset:
+        total = args.batches
     task, generator = loaded.task, loaded.generator()
     out = Path(args.out_dir) if args.out_dir else loaded.run_dir
 
@@ -78,9 +83,13 @@ def run(args: argparse.Namespace) -> int:
     if not os.access(out, os.W_OK):
         raise unwritable("not writable")
 
+    classes: set[int] = set()
+
     def batches(progress: Progress) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        chosen = itertools.islice(test_set.batches(args.batch_size, device=loaded.device), total)
+        chosen = itertools.islice(test_set.batches(args.batch_size, device=loaded.device,
+                                                   shuffle=subset, seed=0), total)
         for done, (x, y) in enumerate(chosen, 1):
+            classes.update(y.tolist())
             yield task.encode(x.to(loaded.device, torch.float32), generator), y
             progress.update(done)  # the batch just yielded has been counted
 
@@ -96,7 +105,10 @@ def run(args: argparse.Namespace) -> int:
     result.extra = {"run_dir": str(loaded.run_dir), "recipe": loaded.recipe,
                     "model": config.model, "dataset": config.dataset, "T": config.T,
                     "checkpoint": args.checkpoint, "epoch": loaded.epoch,
-                    "test_acc": rows.get(loaded.epoch, {}).get("test_acc")}
+                    "test_acc": rows.get(loaded.epoch, {}).get("test_acc"),
+                    "test_set_samples": len(test_set),
+                    "selection": "shuffled, seed 0" if subset else "whole test set",
+                    "classes_counted": len(classes)}
     text = json.dumps(result.to_dict(), indent=2)
     title = f"{loaded.recipe} on {config.dataset}, {args.checkpoint}/ (epoch {loaded.epoch})"
     try:  # into the folder checked above

@@ -57,8 +57,12 @@ def print_report(report: Report, console: Console | None = None, title: str | No
     """Print the table and the lines under it on ``console`` (default: stdout)."""
     console = console or Console()
     console.print(table(report, title))
-    lines = [f"per sample, over {report.samples} samples of {report.steps:.4g} time steps; "
-             "rate = spikes per neuron per step, "
+    whole, extra = report.extra.get("test_set_samples"), report.extra
+    chosen = (f" ({report.samples} of the {whole} test samples, {extra.get('classes_counted')} "
+              "classes, drawn across the set by a shuffle with seed 0)"
+              if extra.get("selection") == "shuffled, seed 0" and whole else "")
+    lines = [f"per sample, over {report.samples} samples of {report.steps:.4g} time steps"
+             f"{chosen}; rate = spikes per neuron per step, "
              "silent = neurons that never fire during a sample",
              f"energy: SNN {_energy(report.energy_pj)} (E_MAC x MACs + E_AC x ACs), "
              f"ANN {_energy(report.ann_energy_pj)} (E_MAC x ANN MACs)"
