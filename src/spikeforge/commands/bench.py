@@ -10,7 +10,8 @@ activity, since its sparse kernels' work follows the spikes: the first test digi
 simulate-nmnist`` writes to ``Test/``), framed as in training (Denoise, 1 ms bins), through a
 network trained on simulated N-MNIST (weights in ``bench_nmnist/``, how they were trained in its
 ``activity.json``). Prints images/s for a training step (encode, forward, loss, backward,
-optimizer step) and an evaluation step (no gradient), the firing rate of each spiking layer on
+optimizer step) and an evaluation step (no gradient), medians of ``--iters`` steps each after
+half a second of warm-up steps, the firing rate of each spiking layer on
 the batch, the thread count, the peak resident memory of the process, and when the first
 training step finished after launch. ``--device cuda`` times the GPU path (Triton kernels; the
 peak GPU memory is reported beside the process's).
@@ -32,6 +33,10 @@ THREADS = True
 ZERO_PIXELS = 0.81
 #: N-MNIST frames per sample when the recipe leaves T to the data (≈ 300 ms at 1 ms bins).
 NMNIST_T = 300
+#: Seconds of training steps run after the first one and before timing, while caches, the
+#: allocator's heap and OpenMP's threads settle: rleaky's and fc-lif's steps 2-5 after launch ran
+#: 1.1-1.6x, steps 6-20 up to 1.4x slower than steps 200-400 (AMD EPYC Zen 5, 2 threads).
+WARMUP_S = 0.5
 #: Trained nmnist-csnn weights (a checkpoint folder's ``model.safetensors``) and the record of
 #: the run that trained them (``activity.json``).
 TRAINED_NMNIST = Path(__file__).with_name("bench_nmnist")
@@ -271,6 +276,10 @@ def run(args: argparse.Namespace) -> int:
     first_step = time.perf_counter() - t0
     launch_to_first = process_age()
     w.restore()
+    warm_until = time.perf_counter() + WARMUP_S
+    while time.perf_counter() < warm_until:
+        w.train()
+        w.restore()
     rates = w.rates()
     w.evaluate()
     result = {"recipe": w.recipe, "batch": w.batch, "T": w.steps, "amp": args.amp,
