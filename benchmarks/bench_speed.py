@@ -250,15 +250,18 @@ Where spikeforge's time goes (same model, loss, optimizer, batch and T as the re
   x86-64-v3, x86-64 and no-OpenMP variants and an AArch64 cross build (run under qemu-user)
   and check each against the reference.
 - **fc-lif**: the Poisson draws feed the Linear directly (`encoding.poisson_linear`,
-  `kernels/poisson_kernels.cpp`): only the nonzero pixels draw, each spike adds one weight row,
-  and backward sums the output gradient over the steps each pixel fired. No `[T·B, 784]` spike
-  matrix is built, so neither GEMM runs; the spikes are the ones `encoding.poisson` draws from
-  the same generator. The LIF loop is one fused kernel; Adam is torch's fused implementation.
-  The FLOP column passes 100 % because the dense arithmetic is skipped.
+  `kernels/poisson_kernels.cpp`): only the nonzero pixels draw, 8 steps at a time as vectors
+  (draws, spike tests and the currents of the 10 outputs), and backward sums the output gradient
+  over the steps each pixel fired. No `[T·B, 784]` spike matrix is built, so neither GEMM runs;
+  the spikes are the ones `encoding.poisson` draws from the same generator. The LIF loop is one
+  fused kernel; Adam is torch's fused implementation. The FLOP column counts the dense
+  arithmetic the references do, which this skips.
 - **csnn**: the first Conv-BN runs once for all T; each IF-MaxPool pair is one kernel
   (`kernels/neuron_pool.py`) that pools every step's spikes as it makes them and routes the
-  pooled gradient to each window's winner, so the full-resolution spikes never reach memory.
-  What is left is oneDNN's convolutions and the 3136×1024 GEMM.
+  pooled gradient to each window's winner, so the full-resolution spikes never reach memory;
+  its backward recomputes the membranes from the input instead of saving them. What is left is
+  oneDNN's convolutions and the 3136×1024 GEMMs (the weight gradient from the spikes only,
+  `kernels/sparse_input.py`, when under 30 % of the layer's inputs spike).
 - **nmnist-csnn**: both Conv-MaxPool blocks work from the nonzero inputs only (the events, then
   layer 1's binary spikes; `kernels/sparse.py`), fused with their Leaky neurons and the Linear
   into one pass per sample; spikes equal the reference Leaky's bit for bit. This work follows
@@ -270,7 +273,14 @@ Where spikeforge's time goes (same model, loss, optimizer, batch and T as the re
   and Adam is fused. The feedback stays a torch GEMM (as in snnTorch, so spikes match it bit for
   bit), except where it cannot matter: a fresh state's first step takes the bias alone (the GEMM
   with zero spikes is skipped, forward and weight gradient), and the 10-neuron output layer runs
-  its whole backward pass, feedback gradient included, in one compiled call.
+  its whole backward pass, feedback gradient included, in one compiled call. The weight gradients
+  of the recurrent layer and of the 784→128 encoder are summed from the nonzero inputs only
+  (spikes, black pixels; `kernels/sparse_input.py`).
+
+This benchmark runs every framework in one process with glibc's malloc at its defaults;
+`spikeforge train` and `bench` also keep freed memory in the heap (`spikeforge/memory.py`),
+which spares csnn ~25,000 page faults a step, so the real-run section's csnn figures are the
+ones a user gets.
 """
 
 
