@@ -260,8 +260,8 @@ Where spikeforge's time goes (same model, loss, optimizer, batch and T as the re
   (`kernels/neuron_pool.py`) that pools every step's spikes as it makes them and routes the
   pooled gradient to each window's winner, so the full-resolution spikes never reach memory;
   its backward recomputes the membranes from the input instead of saving them. What is left is
-  oneDNN's convolutions and the 3136×1024 GEMMs (the weight gradient from the spikes only,
-  `kernels/sparse_input.py`, when under 30 % of the layer's inputs spike).
+  oneDNN's convolutions and the 3136×1024 GEMMs (its max-pooled input spikes are 31–55 %
+  nonzero, too dense for `kernels/sparse_input.py`).
 - **nmnist-csnn**: both Conv-MaxPool blocks work from the nonzero inputs only (the events, then
   layer 1's binary spikes; `kernels/sparse.py`), fused with their Leaky neurons and the Linear
   into one pass per sample; spikes equal the reference Leaky's bit for bit. This work follows

@@ -117,3 +117,29 @@ def test_other_dtypes_and_no_grad_take_plain_linear():
     assert torch.autograd.gradcheck(layer, (x,))
     with torch.no_grad():
         assert torch.equal(layer(x), nn.functional.linear(x, layer.weight, layer.bias))
+
+
+def test_float32_gradient_when_the_default_dtype_is_float64():
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        x, g = _spikes(64, 100, 0.1, seed=10), torch.randn(64, 32, dtype=torch.float32)
+        dw = weight_grad(g, x)
+    finally:
+        torch.set_default_dtype(before)
+    assert dw.dtype == torch.float32
+    torch.testing.assert_close(dw, g.t() @ x, rtol=1e-5, atol=1e-5)
+
+
+def test_double_backward_matches_nn_linear():
+    torch.manual_seed(2)
+    ref = nn.Linear(60, 20)
+    ours = SparseInputLinear(60, 20)
+    ours.load_state_dict(ref.state_dict())
+    x = _spikes(12, 60, 0.2, seed=11)
+    grads = []
+    for layer in (ours, ref):
+        (g_w,) = torch.autograd.grad(layer(x).pow(2).sum(), layer.weight, create_graph=True)
+        g_w.pow(2).sum().backward()
+        grads.append(layer.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-5)

@@ -66,9 +66,7 @@ class CSNN(nn.Module):
     SpikingJelly's convolutional MNIST/Fashion-MNIST net, no conv/linear bias. A static image is
     the same input at every step, so the first Conv-BN runs once and is broadcast over T. Each
     IF-MaxPool pair runs as one kernel on the CPU (:func:`spikeforge.kernels.neuron_pool.lif_pool`,
-    the same spikes), so the full-resolution spikes are never stored. The first Linear's weight
-    gradient is summed from the spikes only
-    (:class:`~spikeforge.kernels.sparse_input.SparseInputLinear`).
+    the same spikes), so the full-resolution spikes are never stored.
     ``pool="avg"`` swaps both max pools for 2×2 average pools (exportable to NIR exactly).
     """
 
@@ -87,7 +85,7 @@ class CSNN(nn.Module):
             IF(surrogate=ATan()), pool_cls(2),
             nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
             IF(surrogate=ATan()), pool_cls(2),
-            nn.Flatten(), SparseInputLinear(c * 7 * 7, c * 4 * 4, bias=False), IF(surrogate=ATan()),
+            nn.Flatten(), nn.Linear(c * 7 * 7, c * 4 * 4, bias=False), IF(surrogate=ATan()),
             nn.Linear(c * 4 * 4, classes, bias=False), IF(surrogate=ATan()),
         )
 

@@ -6,7 +6,7 @@ layer's firing rate and silent neurons, each synaptic layer's ACs (from spikes) 
 real values), the dense MACs of the same net as an ANN, and the energy E = E_MAC·MACs +
 E_AC·ACs (:mod:`spikeforge.energy`). ``--batches N`` counts N batches drawn across the test
 set by a shuffle with seed 0 (the N-MNIST test set is stored class by class, so its first
-batches are all zeros); the whole set is counted in order. Prints a table (``--json``: the JSON
+batches are all of digit 0); the whole set is counted in order. Prints a table (``--json``: the JSON
 instead) and writes ``energy.json`` and ``figures/energy.png`` into the run directory
 (``--out-dir``: elsewhere).
 """

@@ -7,9 +7,10 @@ once, so the full-resolution spikes and membranes are never written: forward kee
 window naming its winner (the first maximum, as torch picks it); backward routes each pooled
 gradient to that winner and runs the neuron's backward loop. The pre-reset membrane H that the
 surrogate gradient needs is, on the CPU, recomputed in backward by replaying the plane's forward
-loop from the input (kept for it) in a per-thread buffer: csnn's first block would otherwise
-write and read back a [T, B, 64, 28, 28] tensor (103 MB at B=128, T=4), freshly mapped by the
-allocator at every step. The Triton kernels keep H. Spikes, the pooled output and the final
+loop from the input (kept for it, so an in-place change of the input before backward is an
+error, as for any layer that saves its input) in a per-thread buffer: csnn's first block would
+otherwise write and read back a [T, B, 64, 28, 28] tensor (103 MB at B=128, T=4), freshly mapped
+by the allocator at every step. The Triton kernels keep H. Spikes, the pooled output and the final
 membrane equal the separate layers' exactly; gradients agree up to float summation order. A
 time-invariant input (a static image's first block, ``steps`` given with ``x`` [B, C, H, W]) is
 read once, and its gradient is summed over time inside the kernel.
