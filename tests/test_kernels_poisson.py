@@ -51,8 +51,8 @@ def test_draws_are_independent_across_steps_and_neighbouring_pixels(encode):
 
 @pytest.mark.parametrize("encode", PATHS)
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.bool, torch.bfloat16, torch.float16,
-                                   torch.float32])
-def test_narrow_output_dtypes_hold_the_same_spikes(encode, dtype):
+                                   torch.float32, torch.float64, torch.int64])
+def test_every_output_dtype_holds_the_same_spikes(encode, dtype):
     x = torch.rand(3, 1, 28, 28)
     x[x < 0.7] = 0
     ref = encode(x, 20, torch.Generator().manual_seed(3))
@@ -73,6 +73,21 @@ def test_same_generator_seed_same_spikes(encode):
     d = encode(x, 7)
     torch.manual_seed(9)
     assert torch.equal(d, encode(x, 7))
+
+
+def test_float64_images_give_the_spikes_of_float32_ones_and_of_poisson_linear():
+    """A float64 image is drawn by the compiled pass too (as bytes, then converted), so it gets
+    the spikes its float32 copy gets, and those poisson_linear adds up."""
+    if not compiled_poisson.available():
+        pytest.skip(NO_COMPILER)
+    x = torch.rand(4, 30, dtype=torch.float64)
+    x[x < 0.6] = 0
+    s64 = encoding.poisson(x, 9, torch.Generator().manual_seed(8))
+    s32 = encoding.poisson(x.float(), 9, torch.Generator().manual_seed(8))
+    assert s64.dtype == torch.float64 and torch.equal(s64, s32.double())
+    w = (torch.randint(-8, 9, (5, 30), generator=torch.Generator().manual_seed(1)) / 8).float()
+    fused = encoding.poisson_linear(x, w, 9, torch.Generator().manual_seed(8))
+    assert torch.equal(fused, torch.nn.functional.linear(s32, w))
 
 
 def test_public_encoder_uses_the_compiled_path_on_cpu():

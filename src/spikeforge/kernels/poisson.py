@@ -58,14 +58,13 @@ def _thresholds(p: Tensor) -> tuple[Tensor, Tensor]:
     return idx, q
 
 
-def encode(p: Tensor, steps: int, seed: int, dtype: torch.dtype) -> Tensor | None:
-    """Spikes ``[T, *p.shape]`` with P(S=1) = p (16-bit resolution), drawn only where p > 0.
-
-    Returns None when ``dtype`` has no 1-, 2- or 4-byte form here (the caller falls back).
-    """
+def encode(p: Tensor, steps: int, seed: int, dtype: torch.dtype) -> Tensor:
+    """Spikes ``[T, *p.shape]`` of ``dtype`` with P(S=1) = p (16-bit resolution), drawn only
+    where p > 0. Written straight in 1-, 2- and 4-byte dtypes; others (float64, int64, complex)
+    get the same spikes drawn as bytes and converted."""
     size = torch.empty((), dtype=dtype).element_size()
     if size not in (1, 2, 4) or dtype.is_complex:
-        return None
+        return encode(p, steps, seed, torch.uint8).to(dtype)
     idx, q = _thresholds(p)
     out = torch.empty((steps, *p.shape), dtype=dtype)
     one = torch.ones((), dtype=dtype).view({1: torch.uint8, 2: torch.int16, 4: torch.int32}[size])
