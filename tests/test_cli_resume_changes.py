@@ -110,7 +110,7 @@ def test_resume_refuses_every_setting_that_would_change_the_run(flags, needle, c
                                                                 capsys):
     before = {p: p.read_bytes() for p in csnn_one_epoch.rglob("*") if p.is_file()}
     fails(capsys, ["train", "--resume", str(csnn_one_epoch), *flags], needle,
-          "only --device, --workers, --data-dir, download, --epochs may change")
+          "only --device, --workers, --data-dir, --cache-dir, download, --epochs may change")
     assert {p: p.read_bytes() for p in csnn_one_epoch.rglob("*") if p.is_file()} == before
 
 

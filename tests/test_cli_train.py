@@ -211,3 +211,29 @@ def test_recipes_lists_every_recipe_with_its_reference_defaults(capsys):
         (10, "linear", 128, 1e-3, "mse_count")
     assert (rm["loss"], rm["loss_args"], rm["readout"]) == \
         ("mse_membrane", {"on_target": 1.05, "off_target": 0.2}, "membrane")
+
+
+def test_nmnist_frames_are_cached_where_cache_dir_says(nmnist_dir, tmp_path, monkeypatch,
+                                                       capsys):
+    monkeypatch.setenv("SPIKEFORGE_CACHE", str(tmp_path / "default-cache"))
+    cache, run = tmp_path / "frames", tmp_path / "run"
+    assert main(["train", "nmnist-csnn", *RECIPE_ARGS["nmnist-csnn"], "--epochs", "1",
+                 "--max-batches", "2", "--data-dir", str(nmnist_dir), "--out-dir", str(run),
+                 "--no-download", "--no-progress", "--cache-dir", str(cache)]) == 0
+    assert any(cache.rglob("*.frames")) and not (tmp_path / "default-cache").exists()
+    assert json.loads((run / "config.json").read_text())["cache_dir"] == str(cache)
+    moved = tmp_path / "moved"
+    cache.rename(moved)
+    capsys.readouterr()
+    assert main(["eval", str(run), "--cache-dir", str(moved), "--json", "--device", "cpu",
+                 "--max-batches", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 8
+    assert not cache.exists()        # the frames were read from --cache-dir, not rebuilt
+
+
+def test_cache_dir_is_refused_for_static_datasets(mnist_dir, fc_run, tmp_path, capsys):
+    capsys.readouterr()
+    assert train("fc-lif", mnist_dir, tmp_path / "run", "--cache-dir", str(tmp_path)) == 2
+    assert "--cache-dir is where N-MNIST's event frames are cached" in capsys.readouterr().err
+    assert main(["eval", str(fc_run), "--cache-dir", str(tmp_path)]) == 2
+    assert "leave --cache-dir out" in capsys.readouterr().err

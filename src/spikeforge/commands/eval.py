@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best",
                         help="which checkpoint to evaluate (default best)")
     parser.add_argument("--data-dir", help="dataset folder (default: the run's)")
+    parser.add_argument("--cache-dir", help="N-MNIST frame cache folder (default: the run's)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("-b", "--batch-size", type=int, help="batch size (default: the run's)")
     parser.add_argument("--max-batches", type=int, metavar="N", help="evaluate N batches only")
@@ -43,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}.")
     loaded = load_run(args.run_dir, args.checkpoint, resolve_device(args.device))
-    test_set = loaded.dataset("test", args.data_dir)
+    if args.cache_dir and loaded.train_config.dataset != "nmnist":
+        raise ConfigError(f"--cache-dir is where N-MNIST's event frames are cached; this run "
+                          f"uses {loaded.train_config.dataset}, so leave --cache-dir out.")
+    test_set = loaded.dataset("test", args.data_dir, args.cache_dir)
     batch_size = args.batch_size or loaded.train_config.batch_size
     total = test_set.num_batches(batch_size)
     if args.max_batches is not None:

@@ -6,7 +6,8 @@
 
 Settings: recipe defaults < ``--config FILE.toml`` < flags (``spikeforge recipes`` lists them).
 ``--resume`` keeps the run's settings; only ``--epochs`` (the cosine schedule is stretched to
-the new total), ``--device``, ``-j/--workers``, ``--data-dir`` and ``--no-download`` may change
+the new total), ``--device``, ``-j/--workers``, ``--data-dir``, ``--cache-dir`` and
+``--no-download`` may change
 (:data:`spikeforge.train.recipes.RUNTIME_KEYS`); any other differing flag is refused.
 """
 
@@ -41,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-j", "--workers", type=int,
                         help="processes that build the N-MNIST frame cache")
     parser.add_argument("--data-dir", help="folder with the dataset files")
+    parser.add_argument("--cache-dir", help="N-MNIST frame cache folder, e.g. the one "
+                        "`spikeforge data prepare-nmnist --cache-dir` filled (default: a folder "
+                        "under $SPIKEFORGE_CACHE, else ~/.cache/spikeforge)")
     parser.add_argument("--out-dir", help="run directory (default: runs/RECIPE)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last/")
     parser.add_argument("--overwrite", action="store_true",
@@ -77,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {field: getattr(args, dest) for dest, field in FIELDS.items()}
     if args.data_dir:  # saved in config.json: eval, predict and --resume may run elsewhere
         overrides["data_dir"] = str(Path(args.data_dir).absolute())
+    if args.cache_dir:
+        overrides["cache_dir"] = str(Path(args.cache_dir).expanduser().absolute())
     if args.resume:
         if args.config:
             raise ConfigError("--config cannot be combined with --resume; a resumed run keeps "

@@ -112,8 +112,10 @@ def restore_scheduler(config: TrainConfig, scheduler, state: dict) -> None:
     scheduler._last_lr = rates
 
 
-def load_data(config: TrainConfig, split: str, data_dir: str | os.PathLike | None = None):
-    """The dataset of ``split`` ("train" | "test"): a StaticDataset or an NMNIST."""
+def load_data(config: TrainConfig, split: str, data_dir: str | os.PathLike | None = None,
+              cache_dir: str | os.PathLike | None = None):
+    """The dataset of ``split`` ("train" | "test"): a StaticDataset or an NMNIST (its frame cache
+    in ``cache_dir``, else the config's, else ``$SPIKEFORGE_CACHE``)."""
     root = data_dir if data_dir is not None else config.data_dir
     if root is not None and not Path(root).expanduser().is_dir():
         raise ConfigError(f"--data-dir {root} does not exist or is not a folder; give the folder "
@@ -127,7 +129,8 @@ def load_data(config: TrainConfig, split: str, data_dir: str | os.PathLike | Non
                       time_window_us=config.time_window_us,
                       augment=config.augment and split == "train",
                       download=config.download and root is None,  # never into the user's folder
-                      workers=config.workers)
+                      workers=config.workers,
+                      cache_dir=cache_dir if cache_dir is not None else config.cache_dir)
     from ..data import load_dataset
 
     return load_dataset(config.dataset, split=split, data_dir=root, download=config.download)

@@ -65,6 +65,7 @@ class TrainConfig:
     amp: bool = False                  # autocast: bf16 on CPU, fp16 (with grad scaling) on CUDA
     workers: int = 0                   # N-MNIST: processes that build the frame cache
     data_dir: str | None = None
+    cache_dir: str | None = None       # N-MNIST: frame cache folder (default $SPIKEFORGE_CACHE)
     download: bool = True
     max_batches: int | None = None     # cap on train and test batches per epoch (smoke runs)
 
@@ -108,7 +109,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 #: Settings that only concern where and how fast a run executes; they may change on --resume.
-RUNTIME_KEYS = ("device", "workers", "data_dir", "download", "epochs")
+RUNTIME_KEYS = ("device", "workers", "data_dir", "cache_dir", "download", "epochs")
 #: The settings each model accepts; other model settings must stay None.
 MODEL_KEYS = {
     "fc-lif": ("tau",),
@@ -120,7 +121,8 @@ MODEL_KEYS = {
 FLAGS = {"T": "-T", "batch_size": "--batch-size", "lr": "--lr", "epochs": "--epochs",
          "momentum": "--momentum", "tau": "--tau", "channels": "--channels", "seed": "--seed",
          "workers": "--workers", "max_batches": "--max-batches", "dataset": "--dataset",
-         "device": "--device", "opt": "--opt", "data_dir": "--data-dir", "amp": "--amp"}
+         "device": "--device", "opt": "--opt", "data_dir": "--data-dir", "amp": "--amp",
+         "cache_dir": "--cache-dir"}
 
 
 def flag(key: str) -> str:
@@ -260,6 +262,9 @@ def validate(config: TrainConfig) -> TrainConfig:
         if c.dataset != "nmnist":
             raise ConfigError(f"--dataset {c.dataset!r} does not fit recipe {c.recipe} "
                               "(2x34x34 event frames); use --dataset nmnist.")
+    elif c.cache_dir is not None:
+        raise ConfigError(f"--cache-dir is where N-MNIST's event frames are cached; {c.dataset} "
+                          "needs none, so leave --cache-dir out.")
     elif c.dataset not in STATIC_DATASETS:
         raise ConfigError(f"--dataset {c.dataset!r} is unknown for recipe {c.recipe}; use one of "
                           f"{', '.join(STATIC_DATASETS)}.")

@@ -160,9 +160,11 @@ class LoadedRun:
     epoch: int
     device: torch.device
 
-    def dataset(self, split: str = "test", data_dir: str | os.PathLike | None = None):
-        """This run's dataset (StaticDataset or NMNIST), from ``data_dir`` or the config's."""
-        return load_data(self.train_config, split, data_dir)
+    def dataset(self, split: str = "test", data_dir: str | os.PathLike | None = None,
+                cache_dir: str | os.PathLike | None = None):
+        """This run's dataset (StaticDataset or NMNIST), from ``data_dir`` or the config's;
+        N-MNIST frames cached in ``cache_dir`` or the config's."""
+        return load_data(self.train_config, split, data_dir, cache_dir)
 
     def generator(self, rank: int = 0) -> torch.Generator | None:
         """The random stream test-time Poisson encoding uses (the same as during training)."""
