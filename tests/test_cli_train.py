@@ -237,3 +237,39 @@ def test_cache_dir_is_refused_for_static_datasets(mnist_dir, fc_run, tmp_path, c
     assert "--cache-dir is where N-MNIST's event frames are cached" in capsys.readouterr().err
     assert main(["eval", str(fc_run), "--cache-dir", str(tmp_path)]) == 2
     assert "leave --cache-dir out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["file", "file/below"])
+def test_a_cache_dir_that_cannot_be_a_folder_is_refused_before_anything_is_written(
+        bad, nmnist_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SPIKEFORGE_CACHE", str(tmp_path / "default-cache"))
+    (tmp_path / "file").write_text("not a folder")
+    run = tmp_path / "run"
+    args = [*RECIPE_ARGS["nmnist-csnn"], "--epochs", "1", "--max-batches", "1", "--data-dir",
+            str(nmnist_dir), "--no-download", "--no-progress"]
+    capsys.readouterr()
+    assert main(["train", "nmnist-csnn", *args, "--out-dir", str(run), "--cache-dir",
+                 str(tmp_path / bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spikeforge: error: --cache-dir ") and err.count("\n") == 1, err
+    assert not run.exists()
+    assert main(["train", "nmnist-csnn", *args, "--out-dir", str(run)]) == 0
+    config = (run / "config.json").read_text()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--cache-dir",
+                 str(tmp_path / bad)]) == 2
+    assert "--cache-dir" in capsys.readouterr().err
+    assert (run / "config.json").read_text() == config     # the failed resume changed nothing
+    for command in (["eval"], ["predict", "--index", "0"], ["energy"]):
+        assert main([*command, str(run), "--cache-dir", str(tmp_path / bad)]) == 2, command
+        assert "--cache-dir" in capsys.readouterr().err
+
+
+def test_a_relative_cache_dir_in_a_config_file_is_kept_absolute(nmnist_dir, tmp_path,
+                                                                monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.toml").write_text('cache_dir = "frames"\n')
+    assert main(["train", "nmnist-csnn", *RECIPE_ARGS["nmnist-csnn"], "--epochs", "1",
+                 "--max-batches", "1", "--data-dir", str(nmnist_dir), "--no-download",
+                 "--no-progress", "--config", "run.toml", "--out-dir", "run"]) == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["cache_dir"]
+    assert saved == str(tmp_path / "frames") and any((tmp_path / "frames").rglob("*.frames"))

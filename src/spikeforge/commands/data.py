@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "recording and fill the frame cache")
     prep.add_argument("root", help="N-MNIST folder (with Train/ and Test/ or NMNIST/...)")
     prep.add_argument("--split", choices=["train", "test", "both"], default="both")
-    prep.add_argument("--cache-dir", help="cache folder (default: ~/.cache/spikeforge/nmnist)")
+    prep.add_argument("--cache-dir", help="cache folder, used as it is (default: a folder per "
+                      "dataset under $SPIKEFORGE_CACHE/nmnist, else ~/.cache/spikeforge/nmnist)")
     prep.add_argument("--workers", type=int, default=1, help="processes to use (default 1)")
     prep.add_argument("--download", action="store_true", help="download N-MNIST if absent")
     for action in (sim, prep):
@@ -166,14 +167,15 @@ def run(args: argparse.Namespace) -> int:
                   f"{entry['per_class']}")
         return 0
     if args.data_command == "prepare-nmnist":
-        from ..data.nmnist import NMNIST
+        from ..data.nmnist import NMNIST, usable_cache_dir
         from ..errors import ConfigError
 
         if args.workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {args.workers}.")
         splits = {"train": [True], "test": [False], "both": [True, False]}[args.split]
+        cache = None if args.cache_dir is None else usable_cache_dir(args.cache_dir)
         for train in splits:
-            ds = NMNIST(args.root, train=train, cache_dir=args.cache_dir, download=args.download,
+            ds = NMNIST(args.root, train=train, cache_dir=cache, download=args.download,
                         workers=args.workers)
             with contextlib.closing(_SplitProgress("prepare", not args.no_progress)) as bars:
                 built = ds.prepare(progress=functools.partial(bars, ds.split_dir.name))

@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best",
                         help="which checkpoint to count (default best)")
     parser.add_argument("--data-dir", help="dataset folder (default: the run's)")
+    parser.add_argument("--cache-dir", help="N-MNIST frame cache folder (default: the run's)")
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N")
     parser.add_argument("--out-dir", help="folder for energy.json and figures/energy.png "
                                           "(default: RUN_DIR)")
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}.")
     costs = load_costs(args.costs)
     loaded = load_run(args.run_dir, args.checkpoint, resolve_device(args.device))
-    test_set = loaded.dataset("test", args.data_dir)
+    test_set = loaded.dataset("test", args.data_dir, args.cache_dir)
     total = test_set.num_batches(args.batch_size)
     subset = args.batches is not None and args.batches < total
     if subset:

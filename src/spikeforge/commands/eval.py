@@ -44,9 +44,6 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}.")
     loaded = load_run(args.run_dir, args.checkpoint, resolve_device(args.device))
-    if args.cache_dir and loaded.train_config.dataset != "nmnist":
-        raise ConfigError(f"--cache-dir is where N-MNIST's event frames are cached; this run "
-                          f"uses {loaded.train_config.dataset}, so leave --cache-dir out.")
     test_set = loaded.dataset("test", args.data_dir, args.cache_dir)
     batch_size = args.batch_size or loaded.train_config.batch_size
     total = test_set.num_batches(batch_size)

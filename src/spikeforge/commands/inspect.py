@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "stored class by class)")
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
     parser.add_argument("--data-dir", help="dataset folder (default: the run's)")
+    parser.add_argument("--cache-dir", help="N-MNIST frame cache folder (default: the run's)")
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N")
     parser.add_argument("--out-dir", help="folder for the figures (default: RUN_DIR/figures)")
     parser.add_argument("--no-progress", action="store_true",
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     if args.gif_stride is not None and args.gif_stride < 1:
         raise ConfigError(f"--gif-stride {args.gif_stride} must be at least 1.")
     loaded = load_run(args.run_dir, args.checkpoint, resolve_device(args.device))
-    test_set = loaded.dataset("test", args.data_dir)
+    test_set = loaded.dataset("test", args.data_dir, args.cache_dir)
     out = Path(args.out_dir) if args.out_dir else Path(args.run_dir) / "figures"
     if args.index is not None:
         _check_range("--index", args.index, 1, len(test_set))

@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="invert the --image first (for a dark digit on a light background)")
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
     parser.add_argument("--data-dir", help="dataset folder (default: the run's)")
+    parser.add_argument("--cache-dir", help="N-MNIST frame cache folder (default: the run's)")
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N")
 
 
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                               "an --image; use --index.")
         x = _read_image(args.image, args.invert)
     else:
-        test_set = loaded.dataset("test", args.data_dir)
+        test_set = loaded.dataset("test", args.data_dir, args.cache_dir)
         if not 0 <= args.index < len(test_set):
             raise ConfigError(f"--index {args.index} is out of range; the test set has "
                               f"{len(test_set)} samples (0 to {len(test_set) - 1}).")

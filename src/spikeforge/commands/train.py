@@ -42,9 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-j", "--workers", type=int,
                         help="processes that build the N-MNIST frame cache")
     parser.add_argument("--data-dir", help="folder with the dataset files")
-    parser.add_argument("--cache-dir", help="N-MNIST frame cache folder, e.g. the one "
-                        "`spikeforge data prepare-nmnist --cache-dir` filled (default: a folder "
-                        "under $SPIKEFORGE_CACHE, else ~/.cache/spikeforge)")
+    parser.add_argument("--cache-dir", help="nmnist-csnn only: folder of N-MNIST's frame cache, "
+                        "e.g. the one `spikeforge data prepare-nmnist --cache-dir` filled; saved "
+                        "in config.json, --resume may change it (default: a folder under "
+                        "$SPIKEFORGE_CACHE, else ~/.cache/spikeforge)")
     parser.add_argument("--out-dir", help="run directory (default: runs/RECIPE)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last/")
     parser.add_argument("--overwrite", action="store_true",
@@ -70,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.nmnist import usable_cache_dir
     from ..errors import ConfigError
     from ..train import distributed, recipes
     from ..train.trainer import Dist, fit, resume_config
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir:  # saved in config.json: eval, predict and --resume may run elsewhere
         overrides["data_dir"] = str(Path(args.data_dir).absolute())
     if args.cache_dir:
-        overrides["cache_dir"] = str(Path(args.cache_dir).expanduser().absolute())
+        overrides["cache_dir"] = args.cache_dir
     if args.resume:
         if args.config:
             raise ConfigError("--config cannot be combined with --resume; a resumed run keeps "
@@ -101,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         file_settings = recipes.read_toml(args.config) if args.config else None
         config = recipes.resolve(args.recipe, file_settings, overrides, config_path=args.config)
         out_dir = Path(args.out_dir or Path("runs") / args.recipe)
+    if config.cache_dir is not None:  # checked before the run writes anything
+        config.cache_dir = str(usable_cache_dir(config.cache_dir))
     dist = distributed.setup(config.device) if distributed.launched_by_torchrun() else Dist()
     try:
         with _terminate_as_interrupt():

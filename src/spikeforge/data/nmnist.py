@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError, SpikeforgeWarning
+from ..errors import ConfigError, DataError, SpikeforgeWarning
 from . import framecache
 from .batchbuffer import BatchBuffer
 from .binfmt import read_events
@@ -165,6 +165,30 @@ def warn_empty_recordings(files: list[Path], split_dir: Path) -> int:
                       "and are read as blank samples without events; replace them with the "
                       "original files or delete them.", SpikeforgeWarning, stacklevel=3)
     return empty
+
+
+def usable_cache_dir(path: str | os.PathLike) -> Path:
+    """A frame-cache folder given by the user (``--cache-dir``), made absolute (``~``
+    expanded) and created when missing.
+
+    Raises:
+        ConfigError: ``path`` is empty, names a file, or cannot be created; the message names
+            ``--cache-dir``, so the mistake is reported before a run writes anything.
+    """
+    text = os.fspath(path)
+    if not str(text).strip():
+        raise ConfigError("--cache-dir is empty; give the folder for N-MNIST's frame cache or "
+                          "leave it out.")
+    folder = Path(text).expanduser().absolute()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--cache-dir {folder} is a file, not a folder; give a folder for "
+                          "N-MNIST's frame cache.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--cache-dir {folder} cannot be created ({err.strerror or err}); give "
+                          "a folder on a writable disk.") from None
+    return folder
 
 
 def default_cache_root() -> Path:

@@ -120,9 +120,14 @@ def load_data(config: TrainConfig, split: str, data_dir: str | os.PathLike | Non
     if root is not None and not Path(root).expanduser().is_dir():
         raise ConfigError(f"--data-dir {root} does not exist or is not a folder; give the folder "
                           "that holds the dataset files.")
+    if cache_dir is not None and config.dataset != "nmnist":
+        raise ConfigError(f"--cache-dir is where N-MNIST's event frames are cached; this run "
+                          f"uses {config.dataset}, so leave --cache-dir out.")
     if config.dataset == "nmnist":
-        from ..data.nmnist import NMNIST
+        from ..data.nmnist import NMNIST, usable_cache_dir
         from ..data.sources import default_data_root
+
+        cache = cache_dir if cache_dir is not None else config.cache_dir
 
         return NMNIST(root if root is not None else default_data_root() / "nmnist",
                       train=split == "train", denoise_us=config.denoise_us,
@@ -130,7 +135,7 @@ def load_data(config: TrainConfig, split: str, data_dir: str | os.PathLike | Non
                       augment=config.augment and split == "train",
                       download=config.download and root is None,  # never into the user's folder
                       workers=config.workers,
-                      cache_dir=cache_dir if cache_dir is not None else config.cache_dir)
+                      cache_dir=None if cache is None else usable_cache_dir(cache))
     from ..data import load_dataset
 
     return load_dataset(config.dataset, split=split, data_dir=root, download=config.download)
