@@ -9,13 +9,13 @@ stays torch's own ``F.linear``, so outputs and spikes are unchanged; the gradien
 ``Gᵀ·X`` up to float summation order (each entry summed over rows in order, independent of the
 thread count).
 
-Measured on the rleaky and csnn shapes (AMD EPYC Zen 5, 2 threads): RLeaky's 128×128 recurrent
-weight at 12.5 % firing 217 → 102 µs, the 784→128 encoder on MNIST-like images 135 → 92 µs,
-a 3136→1024 layer at 10 % firing 16.3 → 6.7 ms. Above :data:`MAX_DENSITY` nonzeros the
-kernel declines and torch's GEMM runs (after a one-thread pass that counts them); below
-:data:`MIN_OUTPUTS` outputs (a 10-class readout) torch's GEMM is faster at any density and is
-used directly. csnn's 3136→1024 layer is not one of these: its inputs, max-pooled spikes, are
-31 % nonzero in a trained net and 55 % in a fresh one.
+Measured on rleaky's shapes and a csnn-sized layer (AMD EPYC Zen 5, 2 threads): RLeaky's
+128×128 recurrent weight at 12.5 % firing 217 → 102 µs, the 784→128 encoder on MNIST-like
+images 135 → 92 µs, a 3136→1024 layer at 10 % firing 16.3 → 6.7 ms. Above
+:data:`MAX_DENSITY` nonzeros the kernel declines and torch's GEMM runs (after a one-thread pass
+that counts them); below :data:`MIN_OUTPUTS` outputs (a 10-class readout) torch's GEMM is faster
+at any density and is used directly. csnn's 3136→1024 layer is not one of these: its inputs,
+max-pooled spikes, are 31 % nonzero in a trained net and 55 % in a fresh one.
 
 Under ``create_graph=True`` (double backward) the gradient is torch's differentiable GEMM. An
 output gradient that is NaN or infinite where the input is 0 adds nothing here, where the GEMM's
@@ -34,8 +34,8 @@ from torch import Tensor, nn
 
 from . import build
 
-#: Largest fraction of nonzero inputs for which the kernel runs (its time equals torch's GEMM
-#: at about 0.4 on the shapes above; 0.3 keeps a margin).
+#: Largest fraction of nonzero inputs for which the kernel runs: its time met torch's GEMM at
+#: about 0.5 nonzero for RLeaky's 1152×128 spikes and about 0.3 for a 512×3136 spike input.
 MAX_DENSITY = 0.3
 #: Fewest outputs N for which the kernel is tried (a row of G shorter than one 16-float vector
 #: leaves the kernel slower than the GEMM).
