@@ -11,9 +11,9 @@ simulate-nmnist`` writes to ``Test/``), framed as in training (Denoise, 1 ms bin
 network trained on simulated N-MNIST (weights in ``bench_nmnist/``, how they were trained in its
 ``activity.json``). Prints images/s for a training step (encode, forward, loss, backward,
 optimizer step) and an evaluation step (no gradient), medians of ``--iters`` steps each after
-half a second of warm-up steps, the firing rate of each spiking layer on
-the batch, the thread count, the peak resident memory of the process, and when the first
-training step finished after launch. ``--device cuda`` times the GPU path (Triton kernels; the
+half a second of warm-up steps; the firing rate of each spiking layer on the batch, the thread
+count, the peak resident memory of the process, and when the first training step finished after
+launch. ``--device cuda`` times the GPU path (Triton kernels; the
 peak GPU memory is reported beside the process's).
 """
 

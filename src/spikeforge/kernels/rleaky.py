@@ -14,9 +14,9 @@ nodes becomes one node. On CPU float32 each step's elementwise part is one compi
 :data:`SMALL_FEEDBACK` neurons wide runs whole in one call, its V' computed there too. Elsewhere
 (GPU, other dtypes, autocast) the same loop runs as tensor operations. The product for dL/dW
 adds G's rows at the spikes only (:func:`.sparse_input.weight_grad`; binary spikes at a few
-percent firing). With no spikes before the
-sequence (``s`` None, a fresh state) the first step's feedback is its bias alone, exactly what
-``F.linear`` of zeros gives, and the GEMMs with the zero spikes are skipped.
+percent firing). With no spikes before the sequence (``s`` None, a fresh state) the first step's
+feedback is its bias alone, exactly what ``F.linear`` of zeros gives, and the GEMMs with the zero
+spikes are skipped.
 """
 
 from __future__ import annotations
