@@ -273,3 +273,18 @@ def test_a_relative_cache_dir_in_a_config_file_is_kept_absolute(nmnist_dir, tmp_
                  "--no-progress", "--config", "run.toml", "--out-dir", "run"]) == 0
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["cache_dir"]
     assert saved == str(tmp_path / "frames") and any((tmp_path / "frames").rglob("*.frames"))
+
+
+def test_a_run_saved_before_cache_dir_existed_still_loads_and_resumes(mnist_dir, tmp_path,
+                                                                      capsys):
+    run = tmp_path / "run"
+    assert train("fc-lif", mnist_dir, run, "--no-progress") == 0
+    config = json.loads((run / "config.json").read_text())
+    del config["cache_dir"]          # as every config.json written before the setting existed
+    (run / "config.json").write_text(json.dumps(config, indent=2))
+    capsys.readouterr()
+    assert main(["eval", str(run), "--json", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["epoch"] == 2
+    assert load_run(run, "last").train_config.cache_dir is None
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0
+    assert [r["epoch"] for r in read_csv(run / "metrics.csv")] == [1, 2, 3]

@@ -306,13 +306,19 @@ def validate(config: TrainConfig) -> TrainConfig:
     return c
 
 
+#: Settings added to :class:`TrainConfig` after runs were first saved: a ``config.json`` written
+#: before them lacks them and ran as their default does (``cache_dir`` None: the default cache).
+ADDED_LATER = ("cache_dir",)
+
+
 def from_dict(data: dict[str, Any], where: str) -> TrainConfig:
-    """A :class:`TrainConfig` from a saved ``config.json`` dict (validated)."""
+    """A :class:`TrainConfig` from a saved ``config.json`` dict (validated); the settings of
+    :data:`ADDED_LATER` may be missing (an older run)."""
     names = {f.name for f in fields(TrainConfig)}
     if not isinstance(data, dict) or "recipe" not in data or not set(data) <= names:
         raise ConfigError(f"{where} is not a spikeforge training config; point to a run "
                           "directory written by `spikeforge train`.")
-    missing = sorted(names - set(data) - {"description"})
+    missing = sorted(names - set(data) - {"description", *ADDED_LATER})
     if missing:
         raise ConfigError(f"{where} lacks the setting{'s' if len(missing) > 1 else ''} "
                           f"{', '.join(missing)}, which the run was trained with; the file is "
