@@ -33,7 +33,6 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from ..data.nmnist import NMNIST
     from ..errors import ConfigError
     from ..train.build import amp_dtype, resolve_device
     from ..train.loop import evaluate
@@ -49,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
     total = test_set.num_batches(batch_size)
     if args.max_batches is not None:
         total = min(total, args.max_batches)
-    reuse = {"reuse": True} if isinstance(test_set, NMNIST) else {}  # one batch at a time
-    batches = itertools.islice(test_set.batches(batch_size, device=loaded.device, **reuse), total)
+    # each batch is done with before the next is drawn, so N-MNIST may reuse one buffer
+    batches = itertools.islice(test_set.batches(batch_size, device=loaded.device, reuse=True),
+                               total)
     result = evaluate(loaded.model, loaded.task, batches, num_batches=total,
                       device=loaded.device, generator=loaded.generator(),
                       amp_dtype=amp_dtype(loaded.train_config, loaded.device), title="eval",

@@ -83,8 +83,11 @@ class StaticDataset:
         rank: int = 0,
         world_size: int = 1,
         start_batch: int = 0,
+        reuse: bool = False,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(x float32 [B, 1, H, W] in [0, 1], y int64 [B])`` on ``device``."""
+        """Yield ``(x float32 [B, 1, H, W] in [0, 1], y int64 [B])`` on ``device``. ``reuse``
+        is :meth:`NMNIST.batches`'s (a shared batch buffer); these small batches are always
+        fresh tensors, so it changes nothing here."""
         device = torch.device(device)
         images, labels = self._tensors_on(device)
         for idx in batch_indices(len(self), batch_size, shuffle=shuffle, seed=seed, epoch=epoch,

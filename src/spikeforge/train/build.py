@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from .. import encoding, models
 from .. import functional as SF
 from ..errors import ConfigError
-from .recipes import TrainConfig
+from .recipes import TrainConfig, no_cache_dir
 
 
 def resolve_device(name: str) -> torch.device:
@@ -121,14 +121,12 @@ def load_data(config: TrainConfig, split: str, data_dir: str | os.PathLike | Non
         raise ConfigError(f"--data-dir {root} does not exist or is not a folder; give the folder "
                           "that holds the dataset files.")
     if cache_dir is not None and config.dataset != "nmnist":
-        raise ConfigError(f"--cache-dir is where N-MNIST's event frames are cached; this run "
-                          f"uses {config.dataset}, so leave --cache-dir out.")
+        raise no_cache_dir(config.dataset)
     if config.dataset == "nmnist":
         from ..data.nmnist import NMNIST, usable_cache_dir
         from ..data.sources import default_data_root
 
         cache = cache_dir if cache_dir is not None else config.cache_dir
-
         return NMNIST(root if root is not None else default_data_root() / "nmnist",
                       train=split == "train", denoise_us=config.denoise_us,
                       time_window_us=config.time_window_us,

@@ -263,8 +263,7 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise ConfigError(f"--dataset {c.dataset!r} does not fit recipe {c.recipe} "
                               "(2x34x34 event frames); use --dataset nmnist.")
     elif c.cache_dir is not None:
-        raise ConfigError(f"--cache-dir is where N-MNIST's event frames are cached; {c.dataset} "
-                          "needs none, so leave --cache-dir out.")
+        raise no_cache_dir(c.dataset)
     elif c.dataset not in STATIC_DATASETS:
         raise ConfigError(f"--dataset {c.dataset!r} is unknown for recipe {c.recipe}; use one of "
                           f"{', '.join(STATIC_DATASETS)}.")
@@ -309,6 +308,12 @@ def validate(config: TrainConfig) -> TrainConfig:
 #: Settings added to :class:`TrainConfig` after runs were first saved: a ``config.json`` written
 #: before them lacks them and ran as their default does (``cache_dir`` None: the default cache).
 ADDED_LATER = ("cache_dir",)
+
+
+def no_cache_dir(dataset: str) -> ConfigError:
+    """The refusal of ``--cache-dir`` for a dataset without a frame cache (MNIST, Fashion-MNIST)."""
+    return ConfigError(f"--cache-dir is where N-MNIST's event frames are cached; {dataset} needs "
+                       "none, so leave --cache-dir out.")
 
 
 def from_dict(data: dict[str, Any], where: str) -> TrainConfig:

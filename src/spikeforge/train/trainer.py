@@ -34,7 +34,6 @@ import torch
 from torch import Tensor, nn
 
 from .. import threads
-from ..data.nmnist import NMNIST
 from ..errors import CheckpointError, ConfigError
 from ..fileio import writing
 from . import checkpoint
@@ -99,11 +98,10 @@ def resume_config(run_dir: Path, overrides: dict) -> TrainConfig:
 
 
 def _batches(dataset, config: TrainConfig, device, dist: Dist, *, train: bool, epoch: int):
+    # each batch is done with before the next is drawn, so N-MNIST may reuse one buffer
     kwargs = dict(shuffle=train, seed=config.seed, epoch=epoch,
                   drop_last=config.drop_last and train, device=device, rank=dist.rank,
-                  world_size=dist.world_size)
-    if isinstance(dataset, NMNIST):  # each batch is done with before the next is drawn
-        kwargs["reuse"] = True
+                  world_size=dist.world_size, reuse=True)
     total = dataset.num_batches(config.batch_size, kwargs["drop_last"], dist.world_size)
     if config.max_batches is not None:
         total = min(total, config.max_batches)
