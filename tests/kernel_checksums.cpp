@@ -1,8 +1,10 @@
-// Runs the sparse Conv-MaxPool and Poisson-Linear kernels on fixed pseudo-random inputs and
+// Runs the sparse Conv-MaxPool, Poisson-Linear and channels-last IF-MaxPool kernels on fixed
+// pseudo-random inputs and
 // prints one FNV-1a hash of the bytes of every output, so that builds for different CPUs (an
 // AArch64 build under qemu-user against the x86 build, test_kernels_aarch64.py) can be compared
 // without Python. Both builds fuse multiply-adds (x86 FMA, AArch64 NEON), so equal results mean
-// equal bytes. Linked with sparse_kernels.cpp and poisson_kernels.cpp; one thread.
+// equal bytes. Linked with sparse_kernels.cpp, poisson_kernels.cpp and neuron_pool_kernels.cpp;
+// one thread.
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +28,13 @@ void poisson_linear_forward(const int32_t* feat, const uint32_t* q, const i64* s
 void poisson_linear_backward(const int32_t* feat, const i64* start, i64 B, i64 T,
                              const uint8_t* spk, const float* g, i64 O, i64 OP, i64 F,
                              float* parts, int nthreads);
+void lif_pool_cl_forward(const float* x, i64 x_st, const float* v0, float v_rest, float* out,
+                         float* v_last, i64 T, i64 B, i64 H, i64 W, i64 C, int mode, float tau,
+                         float v_th, float v_reset, int soft, int nthreads);
+void lif_pool_cl_backward(const float* x, i64 x_st, const float* v0, float v_rest, const float* g,
+                          const float* gv_last, float* gx, int sum_t, float* gv0, i64 T, i64 B,
+                          i64 H, i64 W, i64 C, int mode, float tau, float v_th, float v_reset,
+                          int soft, int detach_reset, float c1, float c2, int nthreads);
 }
 
 static uint64_t state = 88172645463325252ull;
@@ -124,6 +133,32 @@ static void poisson_linear() {
     print_hash("grad_weight", parts);
 }
 
+// LIF (τ = 2, hard reset) + MaxPool(2) over a channels-last sequence with odd H and W, from a
+// given membrane, forward and backward (ATan surrogate, α = 2).
+static void lif_pool_cl() {
+    const i64 T = 3, B = 2, H = 7, W = 5, C = 19, N = B * H * W * C;
+    const i64 P = B * (H / 2) * (W / 2) * C;
+    std::vector<float> x(T * N), v0(N), out(T * P), v_last(N), g(T * P), gv(N), gx(T * N),
+        gv0(N);
+    for (float& v : x) v = 1.5f * uniform() + 0.6f;
+    for (float& v : v0) v = 0.5f * uniform();
+    for (float& v : g) v = uniform();
+    for (float& v : gv) v = uniform();
+    lif_pool_cl_forward(x.data(), N, v0.data(), 0.0f, out.data(), v_last.data(), T, B, H, W, C,
+                        1, 2.0f, 1.0f, 0.0f, 0, 1);
+    lif_pool_cl_backward(x.data(), N, v0.data(), 0.0f, g.data(), gv.data(), gx.data(), 0,
+                         gv0.data(), T, B, H, W, C, 1, 2.0f, 1.0f, 0.0f, 0, 0, 1.0f,
+                         3.14159265f, 1);
+    printf("lif_pool_cl: ");
+    print_hash("out", out);
+    printf("lif_pool_cl: ");
+    print_hash("v_last", v_last);
+    printf("lif_pool_cl: ");
+    print_hash("grad_input", gx);
+    printf("lif_pool_cl: ");
+    print_hash("grad_v0", gv0);
+}
+
 int main() {
     const double events[2] = {0.03, 0.4};  // scatter path, then gather path
     conv_pool("events_nchw", 2, 16, 16, 12, 5, 0, 0, events, 2);
@@ -131,5 +166,6 @@ int main() {
     conv_pool("spikes_nhwc", 12, 12, 12, 32, 5, 1, 1, spikes, 2);
     conv_pool("odd_nchw", 3, 11, 13, 5, 3, 1, 0, events, 2);
     poisson_linear();
+    lif_pool_cl();
     return 0;
 }

@@ -1,11 +1,11 @@
 """The kernels build for AArch64 (NEON) and, run under qemu-user, compute what the x86 build does.
 
 Every kernel source is cross-compiled with Debian's ``g++-aarch64-linux-gnu`` using the flags
-of kernels/build.py. tests/kernel_checksums.cpp (the sparse Conv-MaxPool and Poisson-Linear
-kernels on fixed inputs, a hash of every output) is then built for AArch64 and for this x86 CPU
-(``-march=native``, with FMA); both fuse multiply-adds, so the hashes must be equal (an SSE2 build,
-which does not fuse, differs in the input gradients), and the x86 build is checked against torch
-in test_kernels_variants.py.
+of kernels/build.py. tests/kernel_checksums.cpp (the sparse Conv-MaxPool, Poisson-Linear and
+channels-last IF-MaxPool kernels on fixed inputs, a hash of every output) is then built for
+AArch64 and for this x86 CPU (``-march=native``, with FMA); both fuse multiply-adds, so the hashes
+must be equal (an SSE2 build, which does not fuse, differs in the input gradients), and the x86
+build is checked against torch in test_kernels_variants.py.
 """
 
 from __future__ import annotations
@@ -55,11 +55,11 @@ def _checksums(cmd: list[str]) -> list[str]:
                     reason="the reference build needs an x86-64 CPU with FMA")
 def test_aarch64_build_computes_what_the_x86_build_does(tmp_path):
     sources = [str(DRIVER), str(KERNELS / "sparse_kernels.cpp"),
-               str(KERNELS / "poisson_kernels.cpp")]
+               str(KERNELS / "poisson_kernels.cpp"), str(KERNELS / "neuron_pool_kernels.cpp")]
     common = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-Wno-psabi"]
     _compile(CROSS, [*common, "-march=armv8-a", *sources, "-o", str(tmp_path / "arm")])
     _compile(build._compiler(), [*common, "-march=native", *sources, "-o", str(tmp_path / "x86")])
     arm = _checksums(["qemu-aarch64", "-L", str(SYSROOT), str(tmp_path / "arm")])
     x86 = _checksums([str(tmp_path / "x86")])
-    assert len(x86) == 18 and len({line.split()[-1] for line in x86}) == 18
+    assert len(x86) == 22 and len({line.split()[-1] for line in x86}) == 22
     assert arm == x86

@@ -37,59 +37,93 @@ def _grads(out, inputs, g):
     return torch.autograd.grad((out * g).sum(), inputs)
 
 
+def _channels_last(x):
+    return x.detach().movedim(-3, -1).contiguous().movedim(-1, -3).requires_grad_()
+
+
+def _is_channels_last(t):
+    return t.movedim(-3, -1).is_contiguous() and not t.is_contiguous()
+
+
+LAYOUTS = [pytest.param(False, id="nchw"), pytest.param(True, id="channels-last")]
+
+
+def _check_layout(out, fused, x_in, channels_last):
+    """The kernel of the input's layout ran, and its outputs and gradient keep the layout."""
+    name = "_LifPoolChannelsLastBackward" if channels_last else "_LifPoolBackward"
+    assert out.grad_fn.name() == name
+    grad = torch.autograd.grad(out, x_in, torch.ones(out.shape), retain_graph=True)[0]
+    for t in (out, fused.v, grad):
+        assert _is_channels_last(t) == channels_last
+
+
+@pytest.mark.parametrize("channels_last", LAYOUTS)
 @pytest.mark.parametrize("make", NEURONS)
 @pytest.mark.parametrize("shape", [(4, 3, 2, 6, 6), (1, 2, 3, 5, 7), (7, 2, 4, 8, 4)])
-def test_sequence_input_matches_the_separate_layers(make, shape):
+def test_sequence_input_matches_the_separate_layers(make, shape, channels_last):
     g = torch.Generator().manual_seed(sum(shape))
     x = (torch.rand(shape, generator=g) * 2.5).requires_grad_()
+    x_in = _channels_last(x) if channels_last else x
     fused, ref = make("auto"), make("reference")
-    out = lif_pool(fused, nn.MaxPool2d(2), x)
+    out = lif_pool(fused, nn.MaxPool2d(2), x_in)
     expect = _pooled(ref, x)
     assert expect.sum() > 0
     assert torch.equal(out, expect)
     assert torch.equal(fused.v, ref.v)
+    _check_layout(out, fused, x_in, channels_last)
     gout = torch.randn(out.shape, generator=g)
-    torch.testing.assert_close(_grads(out, [x], gout)[0], _grads(expect, [x], gout)[0],
+    torch.testing.assert_close(_grads(out, [x_in], gout)[0], _grads(expect, [x], gout)[0],
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("channels_last", LAYOUTS)
 @pytest.mark.parametrize("make", NEURONS)
-def test_static_input_is_read_once_and_its_gradient_summed_over_time(make):
+def test_static_input_is_read_once_and_its_gradient_summed_over_time(make, channels_last):
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(3, 4, 6, 6, generator=g) * 0.9).requires_grad_()
+    x_in = _channels_last(x) if channels_last else x
     fused, ref = make("auto"), make("reference")
-    out = lif_pool(fused, nn.MaxPool2d(2), x, steps=5)
+    out = lif_pool(fused, nn.MaxPool2d(2), x_in, steps=5)
     expect = _pooled(ref, x, steps=5)
     assert out.shape == (5, 3, 4, 3, 3) and torch.equal(out, expect)
+    _check_layout(out, fused, x_in, channels_last)
     gout = torch.randn(out.shape, generator=g)
-    torch.testing.assert_close(_grads(out, [x], gout)[0], _grads(expect, [x], gout)[0],
+    torch.testing.assert_close(_grads(out, [x_in], gout)[0], _grads(expect, [x], gout)[0],
                                rtol=1e-5, atol=1e-6)
 
 
-def test_ties_route_the_gradient_to_the_first_maximum_as_torch_does():
+@pytest.mark.parametrize("channels_last", LAYOUTS)
+def test_ties_route_the_gradient_to_the_first_maximum_as_torch_does(channels_last):
     """Binary windows with several spikes (or none): torch's max pool picks the first."""
     x = torch.tensor([[[[1.0, 1.0], [1.0, 1.0]]], [[[0.0, 0.0], [0.0, 0.0]]],
-                      [[[0.0, 2.0], [2.0, 0.0]]]]).unsqueeze(0).requires_grad_()
+                      [[[0.0, 2.0], [2.0, 0.0]]], [[[0.0, 0.0], [2.0, 2.0]]],
+                      [[[0.0, 0.0], [0.0, 2.0]]]])
+    x = x.view(1, 1, 5, 2, 2)  # one sample, 5 channels of one window each
+    x = _channels_last(x) if channels_last else x.requires_grad_()
     out = lif_pool(IF(), nn.MaxPool2d(2), x)
-    assert out.flatten().tolist() == [1.0, 0.0, 1.0]
+    assert out.flatten().tolist() == [1.0, 0.0, 1.0, 1.0, 1.0]
     out.sum().backward()
-    fired = x.grad[0, :, 0]
+    fired = x.grad[0, 0]
     # the winner gets Θ'(H − 1) (ATan at H − 1 = 0: 1), the others nothing
     assert fired[0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
     assert fired[2, 0, 1] > 0 and fired[2, 1, 0] == 0 and fired[2, 0, 0] == 0
     assert fired[1, 0, 0] > 0 and fired[1].flatten()[1:].abs().sum() == 0
+    assert fired[3, 1, 0] > 0 and fired[3].flatten()[[0, 1, 3]].abs().sum() == 0
+    assert fired[4, 1, 1] > 0 and fired[4].flatten()[:3].abs().sum() == 0
 
 
-def test_state_carries_across_calls_with_its_gradient():
+@pytest.mark.parametrize("channels_last", LAYOUTS)
+def test_state_carries_across_calls_with_its_gradient(channels_last):
     g = torch.Generator().manual_seed(3)
     x = (torch.rand(6, 2, 3, 4, 4, generator=g) * 1.5).requires_grad_()
+    x_in = _channels_last(x) if channels_last else x
     fused, ref = LIF(tau=2.0), LIF(tau=2.0, backend="reference")
-    outs = [torch.cat([lif_pool(n, nn.MaxPool2d(2), x[:3]), lif_pool(n, nn.MaxPool2d(2), x[3:])])
-            for n in (fused,)]
+    out = torch.cat([lif_pool(fused, nn.MaxPool2d(2), x_in[:3]),
+                     lif_pool(fused, nn.MaxPool2d(2), x_in[3:])])
     expect = torch.cat([_pooled(ref, x[:3]), _pooled(ref, x[3:])])
-    assert torch.equal(outs[0], expect)
+    assert torch.equal(out, expect) and torch.equal(fused.v, ref.v)
     gout = torch.randn(expect.shape, generator=g)
-    torch.testing.assert_close(_grads(outs[0], [x], gout)[0], _grads(expect, [x], gout)[0],
+    torch.testing.assert_close(_grads(out, [x_in], gout)[0], _grads(expect, [x], gout)[0],
                                rtol=1e-5, atol=1e-6)
 
 

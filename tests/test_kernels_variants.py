@@ -2,8 +2,8 @@
 
 The kernel sources are portable (kernels/simd16.h); ``-march`` picks the instruction set. Each
 variant a user's machine can get is built here and checked with the equivalence tests of
-test_kernels_sparse.py, test_kernels_poisson_linear.py and test_kernels_sparse_input.py (dense
-torch layers as reference:
+test_kernels_sparse.py, test_kernels_poisson_linear.py, test_kernels_sparse_input.py and
+test_kernels_neuron_pool.py (dense torch layers as reference:
 identical spikes, gradients within those files' tolerances): ``native`` (AVX-512 on the project
 machine), ``x86-64-v3`` (AVX2/FMA, e.g. AMD Zen 3), ``x86-64`` (SSE2 only, no FMA) and a build
 without OpenMP (a compiler that lacks it, such as Apple clang). The AArch64 (NEON) build is
@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import test_kernels_neuron_pool as neuron_pool_tests
 import test_kernels_poisson_linear as poisson_tests
 import test_kernels_sparse as sparse_tests
 import test_kernels_sparse_input as sparse_input_tests
@@ -53,8 +54,8 @@ def _runnable(march: str) -> str | None:
 
 @pytest.fixture(params=VARIANTS, ids=lambda v: f"{v[0]}{'' if v[1] else '-no-openmp'}")
 def variant(request, monkeypatch):
-    """The sparse, Poisson and sparse-input kernels of one variant in place of the default
-    build."""
+    """The sparse, Poisson, sparse-input and IF-MaxPool kernels of one variant in place of the
+    default build."""
     march, openmp = request.param
     reason = _runnable(march)
     if reason:
@@ -66,6 +67,8 @@ def variant(request, monkeypatch):
                                   openmp),
             "sparse_input": build.bind(KERNELS / "sparse_input_kernels.cpp",
                                        sparse_input._SIGNATURES, march, openmp),
+            "neuron_pool": build.bind(KERNELS / "neuron_pool_kernels.cpp",
+                                      neuron_pool._SIGNATURES, march, openmp),
         }
     except build.BuildError as err:
         pytest.skip(f"the kernels cannot be compiled here: {str(err)[:200]}")
@@ -73,13 +76,13 @@ def variant(request, monkeypatch):
     monkeypatch.setattr(poisson, "library", lambda: libs["poisson"])
     libs["sparse_input"].sparse_input_weight_grad.restype = sparse_input._RESTYPE
     monkeypatch.setattr(sparse_input, "library", lambda: libs["sparse_input"])
+    monkeypatch.setattr(neuron_pool, "library", lambda: libs["neuron_pool"])
     return march, openmp, libs
 
 
 def test_every_kernel_library_builds_and_loads(variant):
     march, openmp, libs = variant
-    for module, name in [(cpu, "cpu_kernels"), (neuron_pool, "neuron_pool_kernels"),
-                         (rleaky, "rleaky_kernels")]:
+    for module, name in [(cpu, "cpu_kernels"), (rleaky, "rleaky_kernels")]:
         lib = build.bind(KERNELS / f"{name}.cpp", module._SIGNATURES, march, openmp)
         assert all(hasattr(lib, fn) for fn in module._SIGNATURES)
     if not openmp:  # single-threaded: no OpenMP runtime behind the library
@@ -114,6 +117,17 @@ def test_sparse_input_weight_gradient_equals_dense(variant):
     sparse_input_tests.test_equals_the_dense_product(37, 53, 29, 0.2, True)
     sparse_input_tests.test_equals_the_dense_product(1152, 128, 128, 0.125, False)
     sparse_input_tests.test_same_result_on_every_thread_count()
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels-last"])
+def test_if_maxpool_equals_the_separate_layers(variant, channels_last):
+    neuron_pool_tests.test_ties_route_the_gradient_to_the_first_maximum_as_torch_does(
+        channels_last)
+    for make in neuron_pool_tests.NEURONS:
+        neuron_pool_tests.test_sequence_input_matches_the_separate_layers(
+            make.values[0], (3, 2, 5, 7, 9), channels_last)
+        neuron_pool_tests.test_static_input_is_read_once_and_its_gradient_summed_over_time(
+            make.values[0], channels_last)
 
 
 def test_arch_comes_from_the_environment(monkeypatch):

@@ -60,13 +60,26 @@ class FcLif(nn.Module):
         return self.net[2](poisson_linear(x.flatten(1), weight, self.steps, generator))
 
 
+def _channels_last(x: Tensor) -> Tensor:
+    """``x`` [.., C, H, W] with its channels innermost in memory (the same values). A single
+    channel is already stored so; only its strides change, for the convolution to see it."""
+    if x.shape[-3] > 1:
+        return x.movedim(-3, -1).contiguous().movedim(-1, -3)
+    x = x.contiguous()
+    stride = list(x.stride())
+    stride[-3] = 1
+    return x.as_strided(x.shape, stride)
+
+
 class CSNN(nn.Module):
     """{Conv3x3(C)-BN-IF-MaxPool2}×2 → Linear(C·7·7, C·4·4)-IF → Linear(C·4·4, 10)-IF.
 
     SpikingJelly's convolutional MNIST/Fashion-MNIST net, no conv/linear bias. A static image is
     the same input at every step, so the first Conv-BN runs once and is broadcast over T. Each
     IF-MaxPool pair runs as one kernel on the CPU (:func:`spikeforge.kernels.neuron_pool.lif_pool`,
-    the same spikes), so the full-resolution spikes are never stored.
+    the same spikes), so the full-resolution spikes are never stored. On the CPU the activations
+    are channels-last up to the Flatten (oneDNN's convolutions and batch norms are 1.2–3× faster
+    so than on [B, C, H, W] rows); the Linear layers see the usual C·H·W order.
     ``pool="avg"`` swaps both max pools for 2×2 average pools (exportable to NIR exactly).
     """
 
@@ -90,6 +103,8 @@ class CSNN(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu":
+            x = _channels_last(x)
         if x.dim() == 4:
             h, steps = self.stem(x), self.steps
         else:

@@ -64,10 +64,16 @@ class SpikingNeuron(nn.Module):
         if self.v is not None:
             self.v = self.v.detach()
 
+    def carried(self, shape: torch.Size) -> Tensor | None:
+        """The membrane ``v`` left by the last call if it has ``shape``, else None: the
+        neurons start at rest."""
+        return self.v if self.v is not None and self.v.shape == shape else None
+
     def _initial(self, x: Tensor, value: float = 0.0) -> Tensor:
-        if self.v is None or self.v.shape != x.shape[1:]:
+        v = self.carried(x.shape[1:])
+        if v is None:
             return torch.full(x.shape[1:], value, dtype=x.dtype, device=x.device)
-        return self.v.to(dtype=x.dtype)
+        return v.to(dtype=x.dtype)
 
     def _check_seq(self, x_seq: Tensor) -> None:
         if not isinstance(x_seq, Tensor) or not x_seq.is_floating_point():

@@ -15,6 +15,12 @@ membrane equal the separate layers' exactly; gradients agree up to float summati
 time-invariant input (a static image's first block, ``steps`` given with ``x`` [B, C, H, W]) is
 read once, and its gradient is summed over time inside the kernel.
 
+On the CPU a channels-last input (``[T, B, H, W, C]`` in memory, as oneDNN's convolutions give
+it) runs a kernel of its own that keeps that layout for the spikes, the membrane and every
+gradient: each window's four neurons are four vectors of channels, pooled without a branch per
+window, and no winner bytes are kept (backward finds the winners from the replayed membranes).
+Neurons at rest start from a value, not from a tensor written for it.
+
 The kernel follows the neuron's backend (:meth:`~spikeforge.neuron.SpikingNeuron.fused_backend`):
 compiled C++ on the CPU (``lif_pool_*`` in ``neuron_pool_kernels.cpp``, ATan surrogate, float32),
 Triton on a GPU (:mod:`.triton_pool`, every surrogate; half-precision inputs are computed in
@@ -64,6 +70,10 @@ _SIGNATURES = {
     "lif_pool_forward": [_P, _I, _P, _P, _P, _P, _I, _I, _I, _I, _C, _F, _F, _F, _C, _C],
     "lif_pool_backward": [_P, _I, _P, _P, _P, _P, _P, _C, _P, _I, _I, _I, _I, _C, _F, _F, _F,
                           _C, _C, _F, _F, _C],
+    "lif_pool_cl_forward": [_P, _I, _P, _F, _P, _P, _I, _I, _I, _I, _I, _C, _F, _F, _F, _C,
+                            _C],
+    "lif_pool_cl_backward": [_P, _I, _P, _F, _P, _P, _P, _C, _P, _I, _I, _I, _I, _I, _C, _F, _F,
+                             _F, _C, _C, _F, _F, _C],
 }
 
 
@@ -156,13 +166,76 @@ class _LifPool(torch.autograd.Function):
         return gx.to(dtype), gv0, None, None, None, None, None, None, None, None
 
 
+def _is_channels_last(x: Tensor) -> bool:
+    """``x`` ([.., C, H, W]) holds its channels innermost in memory (and C, H·W > 1)."""
+    return x.movedim(-3, -1).is_contiguous() and not x.is_contiguous()
+
+
+def _innermost(t: Tensor) -> Tensor:
+    """[.., C, H, W] → its values as a contiguous [.., H, W, C] tensor (a view if they are)."""
+    return t.movedim(-3, -1).contiguous()
+
+
+class _LifPoolChannelsLast(torch.autograd.Function):
+    """:class:`_LifPool` on the CPU for channels-last tensors (``lif_pool_cl_*``): the input,
+    the pooled spikes, the membrane and every gradient stay channels-last, so the convolutions
+    around the block run in the layout oneDNN is fastest in with no reordering between them.
+    ``v0`` None: the neurons start at rest (``v_rest``), with no tensor written for it."""
+
+    @staticmethod
+    def forward(ctx, x, v0, v_rest, steps, tau, decay_input, v_threshold, v_reset, surrogate,
+                detach_reset):
+        static = x.dim() == 4
+        dtype = x.dtype
+        b, c, h, w = x.shape if static else x.shape[1:]
+        x_cl = _innermost(x)
+        v0_cl = None if v0 is None else _innermost(v0.expand(b, c, h, w).float())
+        out = torch.empty(steps, b, h // 2, w // 2, c)
+        v_last = torch.empty(b, h, w, c)
+        library().lif_pool_cl_forward(
+            x_cl.data_ptr(), 0 if static else b * h * w * c, _ptr(v0_cl), v_rest, out.data_ptr(),
+            v_last.data_ptr(), steps, b, h, w, c, mode(tau, decay_input), float(tau or 1.0),
+            float(v_threshold), float(v_reset or 0.0), int(v_reset is None),
+            torch.get_num_threads())
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            ctx.save_for_backward(x_cl, v0_cl)
+        ctx.v_shape = None if v0 is None else v0.shape
+        ctx.args = (static, dtype, (b, h, w, c), steps, v_rest, tau, decay_input, v_threshold,
+                    v_reset, surrogate, detach_reset)
+        ctx.set_materialize_grads(False)
+        return out.movedim(-1, -3).to(dtype), v_last.movedim(-1, -3).to(dtype)
+
+    @staticmethod
+    def backward(ctx, g_out, g_v):
+        x_cl, v0_cl = ctx.saved_tensors
+        static, dtype, shape, steps, v_rest, tau, decay_input, v_threshold, v_reset, surrogate, \
+            detach_reset = ctx.args
+        b, h, w, c = shape
+        g_out = (torch.zeros(steps, b, h // 2, w // 2, c) if g_out is None
+                 else _innermost(g_out.float()))
+        g_v = None if g_v is None else _innermost(g_v.float())
+        gx = torch.empty(x_cl.shape)
+        gv0 = torch.empty(shape) if ctx.needs_input_grad[1] else None
+        library().lif_pool_cl_backward(
+            x_cl.data_ptr(), 0 if static else b * h * w * c, _ptr(v0_cl), v_rest,
+            g_out.data_ptr(), _ptr(g_v), gx.data_ptr(), int(static), _ptr(gv0), steps, b, h, w,
+            c, mode(tau, decay_input), float(tau or 1.0), float(v_threshold),
+            float(v_reset or 0.0), int(v_reset is None), int(detach_reset),
+            *surrogate_args(surrogate)[1:], torch.get_num_threads())
+        if gv0 is not None:
+            gv0 = gv0.movedim(-1, -3).sum_to_size(ctx.v_shape).to(dtype)
+        return (gx.movedim(-1, -3).to(dtype), gv0, None, None, None, None, None, None, None,
+                None)
+
+
 def lif_pool(neuron: nn.Module, pool: nn.Module, x: Tensor, steps: int | None = None) -> Tensor:
     """``pool(neuron(x_seq))`` → ``[T, B, C, H/2, W/2]``, fused where it applies.
 
     ``x``: ``[T, B, C, H, W]``, or ``[B, C, H, W]`` with ``steps`` (the same input at every
     step). Fused for an IF/LIF neuron (not recording) and ``MaxPool2d(2)`` on the neuron's
     ``cpu`` backend (ATan surrogate, float32) or ``triton`` backend; otherwise the two layers run
-    as they are. The neuron's state is updated either way.
+    as they are. The neuron's state is updated either way. On the CPU a channels-last ``x``
+    (channels innermost in memory) gives channels-last spikes and membrane, and gradient.
     """
     kernels = _launchers(neuron, pool, x) if x.dim() == (4 if steps else 5) else None
     if kernels is None:
@@ -173,8 +246,13 @@ def lif_pool(neuron: nn.Module, pool: nn.Module, x: Tensor, steps: int | None = 
         return pooled.reshape(t, b, *pooled.shape[1:])
     steps = steps or x.shape[0]
     shape = x.shape if x.dim() == 4 else x.shape[1:]
-    v0 = neuron._initial(x.new_empty((1, *shape)) if x.dim() == 4 else x,
-                         0.0 if neuron.v_reset is None else neuron.v_reset)
+    v_rest = 0.0 if neuron.v_reset is None else neuron.v_reset
+    if kernels is _CPU and _is_channels_last(x):
+        out, neuron.v = _LifPoolChannelsLast.apply(
+            x, neuron.carried(shape), v_rest, steps, neuron.tau, neuron.decay_input,
+            neuron.v_threshold, neuron.v_reset, neuron.surrogate, neuron.detach_reset)
+        return out
+    v0 = neuron._initial(x.new_empty((1, *shape)) if x.dim() == 4 else x, v_rest)
     out, neuron.v = _LifPool.apply(x, v0, steps, neuron.tau, neuron.decay_input,
                                    neuron.v_threshold, neuron.v_reset, neuron.surrogate,
                                    neuron.detach_reset, kernels)
