@@ -100,6 +100,7 @@ typedef uint64_t u64xt __attribute__((vector_size(8 * TL)));
 typedef uint32_t u32xt __attribute__((vector_size(4 * TL)));
 typedef int32_t i32xt __attribute__((vector_size(4 * TL)));
 typedef float f32xt __attribute__((vector_size(4 * TL)));
+typedef uint16_t u16xt __attribute__((vector_size(2 * TL)));
 typedef uint8_t u8xt __attribute__((vector_size(TL)));
 
 static inline u64xt splitmix64_t(u64xt z) {
@@ -145,14 +146,17 @@ static void linear_forward(const int32_t* feat, const uint32_t* q, const i64* st
                     const i32xt r = (i32xt)((half[lane >> 1] >> (16 * (lane & 1))) & 0xFFFFu);
                     const i32xt on = r < (int32_t)q[k];  // all ones where pixel k fires
                     if (spk) {
-                        const u8xt s = __builtin_convertvector(-on, u8xt);
+                        // narrowed in two steps: one to bytes is lane by lane on AVX2
+                        const u8xt s = __builtin_convertvector(
+                            __builtin_convertvector(-on, u16xt), u8xt);
                         if (n == TL)
                             memcpy(spk + k * T + t0, &s, TL);
                         else
                             for (int l = 0; l < n; ++l) spk[k * T + t0 + l] = s[l];
                     }
                     const float* w = wt + (i64)feat[k] * OP + o0;
-                    for (int o = 0; o < NO; ++o) acc[o] += (f32xt)((i32xt)(f32xt{} + w[o]) & on);
+                    for (int o = 0; o < NO; ++o)  // w − 0 is w, a broadcast with no add
+                        acc[o] += (f32xt)((i32xt)(w[o] - f32xt{}) & on);
                 }
             }
             for (int l = 0; l < n; ++l)
