@@ -126,6 +126,19 @@ def peak_flops(recipe: str) -> float:
     return best
 
 
+#: Untimed running of a framework's step before each block of timed steps (at least one call):
+#: the first steps after another framework's are slower (caches, the allocator's free lists,
+#: sleeping threads), and a training run is thousands of steps in a row.
+WARM_S = 0.2
+
+
+def _warm(fn, seconds: float = WARM_S) -> None:
+    end = time.perf_counter() + seconds
+    fn()
+    while time.perf_counter() < end:
+        fn()
+
+
 def _time(fn, n: int) -> list[float]:
     out = []
     for _ in range(n):
@@ -151,7 +164,9 @@ def bench_recipe(recipe: str, rounds: int, amp: bool, log) -> dict:
         peaks.append(peak_flops(recipe))
         for name in order:
             train, evaluate = fws[name]
+            _warm(train)
             times[name]["train"] += _time(train, iters)
+            _warm(evaluate)
             times[name]["eval"] += _time(evaluate, iters)
         log(f"  {recipe}: round {r + 1}/{rounds} done")
     result = {}
@@ -252,15 +267,19 @@ Where spikeforge's time goes (same model, loss, optimizer, batch and T as the re
 - **fc-lif**: the Poisson draws feed the Linear directly (`encoding.poisson_linear`,
   `kernels/poisson_kernels.cpp`): only the nonzero pixels draw, 8 steps at a time as vectors
   (draws, spike tests and the currents of the 10 outputs), and backward sums the output gradient
-  over the steps each pixel fired. No `[T·B, 784]` spike matrix is built, so neither GEMM runs;
+  over the steps each pixel fired (the spikes kept for it as bytes, narrowed from the vector
+  masks in steps every instruction set has). No `[T·B, 784]` spike matrix is built, so neither
+  GEMM runs;
   the spikes are the ones `encoding.poisson` draws from the same generator. The LIF loop is one
   fused kernel; Adam is torch's fused implementation. The FLOP column counts the dense
   arithmetic the references do, which this skips.
 - **csnn**: the first Conv-BN runs once for all T; each IF-MaxPool pair is one kernel
   (`kernels/neuron_pool.py`) that pools every step's spikes as it makes them and routes the
   pooled gradient to each window's winner, so the full-resolution spikes never reach memory;
-  its backward recomputes the membranes from the input instead of saving them. What is left is
-  oneDNN's convolutions and the 3136×1024 GEMMs (its max-pooled input spikes are 31–55 %
+  its backward recomputes the membranes from the input instead of saving them. The activations
+  are channels-last up to the Flatten, the layout oneDNN's convolutions and batch norms are
+  fastest in, with an IF-MaxPool kernel of its own that pools whole channel vectors. What is left
+  is oneDNN's convolutions and the 3136×1024 GEMMs (its max-pooled input spikes are 31–55 %
   nonzero, too dense for `kernels/sparse_input.py`).
 - **nmnist-csnn**: both Conv-MaxPool blocks work from the nonzero inputs only (the events, then
   layer 1's binary spikes; `kernels/sparse.py`), fused with their Leaky neurons and the Linear
