@@ -243,7 +243,10 @@ def targets(results: dict) -> str:
 
 NOTES = """\
 How to read it: *spikeforge ÷ this* is spikeforge's img/s over that framework's, both measured
-in the same rounds of one process (torch's default thread count, OpenMP's default wait policy).
+in the same rounds of one process (torch's default thread count, OpenMP's default wait policy);
+img/s is the batch over the median step time. In each round every framework runs untimed for
+0.2 s, then its timed steps (train, then eval, likewise): without that, the first steps after
+another framework's block, slower for every framework, were most of a short block.
 `spikeforge-bf16`, when present, is the same step under `torch.autocast("cpu", bfloat16)` (not
 used for the targets; spikeforge's own kernels stay float32 under it). Peak RSS is that of a
 fresh process that imports and runs only that framework (two training steps and one
