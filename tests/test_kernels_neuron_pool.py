@@ -139,9 +139,35 @@ def test_recording_neurons_other_surrogates_and_average_pools_run_the_layers_as_
     torch.testing.assert_close(_grads(sigmoid, [x], gout)[0], _grads(expect, [x], gout)[0])
     avg = lif_pool(IF(), nn.AvgPool2d(2), x)
     assert avg.shape == (3, 2, 2, 2, 2) and set(avg.unique().tolist()) <= {0, 0.25, 0.5, 0.75, 1}
+    # a channels-last input stays channels-last, as through the fused kernel
+    layers = lif_pool(IF(backend="reference"), nn.MaxPool2d(2), _channels_last(x))
+    assert _is_channels_last(layers) and torch.equal(layers, _pooled(IF(), x))
 
 
-def test_csnn_fused_equals_csnn_on_the_reference_loop():
+@pytest.mark.parametrize("channels_last", LAYOUTS)
+@pytest.mark.parametrize("default", [torch.float64, torch.bfloat16], ids=str)
+def test_float32_kernels_under_another_default_dtype(default, channels_last):
+    """The kernels write float32 whatever torch's default dtype is (a float64 default once gave
+    wrong spikes, a bfloat16 one a corrupted heap)."""
+    g = torch.Generator().manual_seed(5)
+    x = (torch.rand(3, 2, 4, 6, 6, generator=g) * 2.5).requires_grad_()
+    x_in = _channels_last(x) if channels_last else x
+    expect = _pooled(IF(backend="reference"), x)
+    gout = torch.randn(expect.shape, generator=g)
+    grad = _grads(expect, [x], gout)[0]
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(default)
+    try:
+        for _ in range(3):
+            out = lif_pool(IF(), nn.MaxPool2d(2), x_in)
+            assert out.dtype == torch.float32 and torch.equal(out, expect)
+            torch.testing.assert_close(_grads(out, [x_in], gout)[0], grad, rtol=1e-5, atol=1e-6)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+@pytest.mark.parametrize("sequence", [False, True], ids=["static", "sequence"])
+def test_csnn_fused_equals_csnn_on_the_reference_loop(sequence):
     torch.manual_seed(0)
     fused = models.CSNN(channels=8, steps=3)
     ref = models.CSNN(channels=8, steps=3)
@@ -150,7 +176,16 @@ def test_csnn_fused_equals_csnn_on_the_reference_loop():
         if isinstance(m, LIF):
             m.backend = "reference"
     x = torch.rand(4, 1, 28, 28) * 3
+    x = x.unsqueeze(0).expand(3, *x.shape).contiguous() if sequence else x
     out, expect = fused(x), ref(x)
+    seen, todo = set(), [out.grad_fn]  # both IF-MaxPool blocks ran the channels-last kernel
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            todo += [n for n, _ in node.next_functions]
+    assert sorted(n.name() for n in seen if "LifPool" in n.name()) == [
+        "_LifPoolChannelsLastBackward"] * 2
     assert torch.equal(out, expect)
     SF.mse_rate(out, torch.arange(4)).backward()
     SF.mse_rate(expect, torch.arange(4)).backward()

@@ -103,12 +103,11 @@ class CSNN(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type == "cpu":
-            x = _channels_last(x)
+        layout = _channels_last if x.device.type == "cpu" else nn.Identity()
         if x.dim() == 4:
-            h, steps = self.stem(x), self.steps
-        else:
-            h, steps = SeqToBatch(self.stem)(x), None
+            h, steps = self.stem(layout(x)), self.steps
+        else:  # the time steps as batch, channels-last after the reshape
+            h, steps = self.stem(layout(x.flatten(0, 1))).unflatten(0, x.shape[:2]), None
         body = self.body
         h = lif_pool(body[0], body[1].module, h, steps)
         h = lif_pool(body[4], body[5].module, body[3](body[2](h)))

@@ -58,8 +58,8 @@ def _ptr(t: Tensor | None) -> int | None:
 
 def _if_lif_forward(x, stride, v0, shape, tau, decay_input, v_threshold, v_reset, keep_h):
     x = x.float().contiguous()
-    s, vs = torch.empty(shape), torch.empty(shape)
-    h = torch.empty(shape) if keep_h else None
+    s, vs = torch.empty(shape, dtype=torch.float32), torch.empty(shape, dtype=torch.float32)
+    h = torch.empty(shape, dtype=torch.float32) if keep_h else None
     library().if_lif_forward(
         x.data_ptr(), stride, v0.data_ptr(), s.data_ptr(), vs.data_ptr(), _ptr(h), shape[0],
         v0.numel(), fused.mode(tau, decay_input), float(tau or 1.0), v_threshold,
@@ -71,7 +71,7 @@ def _if_lif_forward(x, stride, v0, shape, tau, decay_input, v_threshold, v_reset
 def _if_lif_backward(h, g_s, s_stride, g_v, v_stride, want_gv0, tau, decay_input, v_threshold,
                      v_reset, detach_reset, surrogate):
     gx = torch.empty_like(h)
-    gv0 = torch.empty(h.shape[1:]) if want_gv0 else None
+    gv0 = torch.empty(h.shape[1:], dtype=torch.float32) if want_gv0 else None
     g_s, g_v = g_s.float().contiguous(), g_v.float().contiguous()
     library().if_lif_backward(
         h.data_ptr(), g_s.data_ptr(), s_stride, g_v.data_ptr(), v_stride, gx.data_ptr(),
@@ -84,7 +84,7 @@ def _if_lif_backward(h, g_s, s_stride, g_v, v_stride, want_gv0, tau, decay_input
 
 def _leaky_forward(x, stride, u0, beta, shape, threshold, reset_zero):
     x = x.float().contiguous()
-    s, us = torch.empty(shape), torch.empty(shape)
+    s, us = torch.empty(shape, dtype=torch.float32), torch.empty(shape, dtype=torch.float32)
     library().leaky_forward(
         x.data_ptr(), stride, u0.data_ptr(), beta.data_ptr(), s.data_ptr(), us.data_ptr(),
         shape[0], u0.numel(), threshold, int(reset_zero), torch.get_num_threads(),

@@ -51,7 +51,7 @@ def seq(x_seq: Tensor) -> tuple[Tensor, int]:
 def grad_seq(g: Tensor | None, like: Tensor) -> tuple[Tensor, int]:
     """An incoming gradient as :func:`seq` data; one step of zeros (stride 0) when absent."""
     if g is None:
-        return torch.zeros(like.shape[1:], device=like.device), 0
+        return torch.zeros(like.shape[1:], device=like.device, dtype=torch.float32), 0
     return seq(g)
 
 

@@ -66,6 +66,8 @@ def _launchers(neuron: nn.Module, pool: nn.Module, x: Tensor):
 
 
 _P, _I, _F, _C = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+#: The kernels' arithmetic and buffers (whatever torch's default dtype is).
+F32 = torch.float32
 _SIGNATURES = {
     "lif_pool_forward": [_P, _I, _P, _P, _P, _P, _I, _I, _I, _I, _C, _F, _F, _F, _C, _C],
     "lif_pool_backward": [_P, _I, _P, _P, _P, _P, _P, _C, _P, _I, _I, _I, _I, _C, _F, _F, _F,
@@ -119,9 +121,9 @@ class _LifPool(torch.autograd.Function):
         p = b * c
         keep = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         replay = kernels is _CPU  # backward recomputes H from x and v0 (module docstring)
-        out = torch.empty(steps, b, c, h // 2, w // 2, device=dev)
+        out = torch.empty(steps, b, c, h // 2, w // 2, dtype=F32, device=dev)
         arg = torch.empty(out.shape, dtype=torch.uint8, device=dev) if keep else None
-        v_last = torch.empty(shape, device=dev)
+        v_last = torch.empty(shape, dtype=F32, device=dev)
         ctx.v_shape = v0.shape
         v0 = v0.expand(shape).float().contiguous()
         x_stride = 0 if static else p * h * w
@@ -131,7 +133,7 @@ class _LifPool(torch.autograd.Function):
             if keep:
                 ctx.save_for_backward(x, v0, arg)
         else:
-            hs = torch.empty(steps, *shape, device=dev) if keep else None
+            hs = torch.empty(steps, *shape, dtype=F32, device=dev) if keep else None
             kernels.forward(x, x_stride, v0, out, arg, hs, v_last, steps, p, h, w, tau,
                             decay_input, v_threshold, v_reset)
             if keep:
@@ -150,11 +152,11 @@ class _LifPool(torch.autograd.Function):
         steps, shape, x_stride = ctx.geometry
         b, c, h, w = shape
         dev = arg.device
-        g_out = (torch.zeros(arg.shape, device=dev) if g_out is None
+        g_out = (torch.zeros(arg.shape, dtype=F32, device=dev) if g_out is None
                  else g_out.float().contiguous())
         g_v = None if g_v is None else g_v.float().contiguous()
-        gx = torch.empty(shape if static else (steps, *shape), device=dev)
-        gv0 = torch.empty(shape, device=dev)
+        gx = torch.empty(shape if static else (steps, *shape), dtype=F32, device=dev)
+        gv0 = torch.empty(shape, dtype=F32, device=dev)
         geometry = (steps, b * c, h, w, tau, decay_input, v_threshold, v_reset, detach_reset,
                     surrogate)
         if kernels is _CPU:
@@ -190,8 +192,8 @@ class _LifPoolChannelsLast(torch.autograd.Function):
         b, c, h, w = x.shape if static else x.shape[1:]
         x_cl = _innermost(x)
         v0_cl = None if v0 is None else _innermost(v0.expand(b, c, h, w).float())
-        out = torch.empty(steps, b, h // 2, w // 2, c)
-        v_last = torch.empty(b, h, w, c)
+        out = torch.empty(steps, b, h // 2, w // 2, c, dtype=F32)
+        v_last = torch.empty(b, h, w, c, dtype=F32)
         library().lif_pool_cl_forward(
             x_cl.data_ptr(), 0 if static else b * h * w * c, _ptr(v0_cl), v_rest, out.data_ptr(),
             v_last.data_ptr(), steps, b, h, w, c, mode(tau, decay_input), float(tau or 1.0),
@@ -211,11 +213,11 @@ class _LifPoolChannelsLast(torch.autograd.Function):
         static, dtype, shape, steps, v_rest, tau, decay_input, v_threshold, v_reset, surrogate, \
             detach_reset = ctx.args
         b, h, w, c = shape
-        g_out = (torch.zeros(steps, b, h // 2, w // 2, c) if g_out is None
+        g_out = (torch.zeros(steps, b, h // 2, w // 2, c, dtype=F32) if g_out is None
                  else _innermost(g_out.float()))
         g_v = None if g_v is None else _innermost(g_v.float())
-        gx = torch.empty(x_cl.shape)
-        gv0 = torch.empty(shape) if ctx.needs_input_grad[1] else None
+        gx = torch.empty(x_cl.shape, dtype=F32)
+        gv0 = torch.empty(shape, dtype=F32) if ctx.needs_input_grad[1] else None
         library().lif_pool_cl_backward(
             x_cl.data_ptr(), 0 if static else b * h * w * c, _ptr(v0_cl), v_rest,
             g_out.data_ptr(), _ptr(g_v), gx.data_ptr(), int(static), _ptr(gv0), steps, b, h, w,
@@ -243,7 +245,9 @@ def lif_pool(neuron: nn.Module, pool: nn.Module, x: Tensor, steps: int | None = 
         y = neuron(x_seq)
         t, b = y.shape[:2]
         pooled = pool(y.reshape(t * b, *y.shape[2:]))
-        return pooled.reshape(t, b, *pooled.shape[1:])
+        pooled = pooled.reshape(t, b, *pooled.shape[1:])
+        # the layers in the input's layout, so the next ones run as after the fused kernel
+        return _innermost(pooled).movedim(-1, -3) if _is_channels_last(x) else pooled
     steps = steps or x.shape[0]
     shape = x.shape if x.dim() == 4 else x.shape[1:]
     v_rest = 0.0 if neuron.v_reset is None else neuron.v_reset

@@ -89,9 +89,9 @@ class _PoissonLinear(torch.autograd.Function):
                                         start.data_ptr())
         k = int(start[-1])
         feat, q = feat[:k], q[:k]
-        wt = torch.zeros(f, op)
+        wt = torch.zeros(f, op, dtype=torch.float32)
         wt[:, :o] = weight.detach().t()
-        out = torch.empty(steps, b, o)
+        out = torch.empty(steps, b, o, dtype=torch.float32)
         keep = ctx.needs_input_grad[1]
         spk = torch.empty(k, steps, dtype=torch.uint8) if keep else None
         library().poisson_linear_forward(
@@ -109,7 +109,7 @@ class _PoissonLinear(torch.autograd.Function):
         f, o, op = ctx.dims
         steps, b = g.shape[:2]
         threads = torch.get_num_threads()
-        parts = torch.zeros(threads, f, op)
+        parts = torch.zeros(threads, f, op, dtype=torch.float32)
         g = g.float().contiguous()
         library().poisson_linear_backward(feat.data_ptr(), start.data_ptr(), b, steps,
                                           spk.data_ptr(), g.data_ptr(), o, op, f,

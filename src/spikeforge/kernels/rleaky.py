@@ -85,12 +85,12 @@ def _forward_compiled(lib, x_seq, u0, s0, beta_full, weight, bias, kind, thresho
     """The loop with one compiled call per step, writing straight into the [T, ...] outputs."""
     shape = x_seq.shape
     steps, n = shape[0], x_seq[0].numel()
-    spikes, mems = torch.empty(shape), torch.empty(shape)
+    spikes, mems = torch.empty(shape, dtype=torch.float32), torch.empty(shape, dtype=torch.float32)
     x, x_stride = (x_seq[0].contiguous(), 0) if x_seq.stride(0) == 0 else (x_seq.contiguous(), n)
     u0 = u0.expand(shape[1:]).contiguous()
     s = None if s0 is None else s0.expand(shape[1:])
     gemm = kind == "linear" and bias is not None and len(shape) == 3
-    fb = torch.empty(shape[1:]) if gemm else None
+    fb = torch.empty(shape[1:], dtype=torch.float32) if gemm else None
     weight_t = weight.t()
     spike_steps = spikes.unbind(0)
     u_ptr, x_ptr, b_ptr = u0.data_ptr(), x.data_ptr(), beta_full.data_ptr()
@@ -125,7 +125,8 @@ class _RLeaky(torch.autograd.Function):
                 # fresh (aligned) tensors per step, as in the reference loop
                 fb = _feedback(kind, s, weight, bias, x_seq[0])
                 if lib is not None:
-                    u_new, s_new = torch.empty(shape[1:]), torch.empty(shape[1:])
+                    u_new = torch.empty(shape[1:], dtype=torch.float32)
+                    s_new = torch.empty(shape[1:], dtype=torch.float32)
                     # contiguous copies held here: the kernel reads them after data_ptr()
                     u_c, x_c, fb_c = u.contiguous(), x_seq[t].contiguous(), fb.contiguous()
                     lib.rleaky_step_forward(
@@ -252,7 +253,7 @@ def _backward_sequence(lib, grads, carry, g_beta, mems, u0_full, beta, beta_full
     g_s = None if g_spikes is None else g_spikes.contiguous()
     g_m = None if g_mems is None else g_mems.contiguous()
     w = weight.contiguous()
-    buf = torch.empty(rows * n)
+    buf = torch.empty(rows * n, dtype=torch.float32)
     lib.rleaky_backward_sequence(
         mems.data_ptr(), u0_full.data_ptr(), beta_full.data_ptr(), _c(g_m), _c(g_s), w.data_ptr(),
         int(kind == "one_to_one"), carry.data_ptr(), grads.data_ptr(), g_beta.data_ptr(),

@@ -43,6 +43,9 @@ from torch import Tensor, nn
 from ..surrogate import Surrogate
 from . import build
 
+#: Every buffer the kernels read or write (whatever torch's default dtype is).
+F32 = torch.float32
+
 #: Use the sparse path only below this fraction of nonzero inputs (estimated on a few steps).
 MAX_DENSITY = 0.25
 #: Largest kernel size the compiled input gradient is instantiated for.
@@ -93,9 +96,9 @@ def _forward_weights(weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tenso
     """The weight as [C, K+2, K+2, OP] (output channels last, zero border) and the bias [OP]."""
     o, c, k, _ = weight.shape
     op = _pad16(o)
-    wext = torch.zeros(c, k + 2, k + 2, op)
+    wext = torch.zeros(c, k + 2, k + 2, op, dtype=F32)
     wext[:, 1:-1, 1:-1, :o] = weight.detach().permute(1, 2, 3, 0)
-    bp = torch.zeros(op)
+    bp = torch.zeros(op, dtype=F32)
     if bias is not None:
         bp[:o] = bias.detach()
     return wext, bp
@@ -115,7 +118,7 @@ class _ConvPool(torch.autograd.Function):
         o, _, k, _ = weight.shape
         wext, bp = _forward_weights(weight, bias)
         ph, pw = (h + 2 * pad - k + 1) // 2, (w + 2 * pad - k + 1) // 2
-        out = torch.empty(n, ph, pw, o)
+        out = torch.empty(n, ph, pw, o, dtype=F32)
         arg = torch.empty(n, ph, pw, _pad16(o), dtype=torch.uint8) if keep else None
         library().scp_forward(x.data_ptr(), n, c, h, w, int(channels_last), wext.data_ptr(),
                               bp.data_ptr(), o, _pad16(o), k, pad, out.data_ptr(), _ptr(arg),
@@ -137,13 +140,13 @@ class _ConvPool(torch.autograd.Function):
         o, _, k, _ = weight.shape
         op, rp = _pad16(o), _pad16(k * c)
         threads = torch.get_num_threads()
-        gw_parts = torch.zeros(threads, c, k + 2, k + 2, op) if need_w else None
-        gb_parts = torch.zeros(threads, op)
+        gw_parts = torch.zeros(threads, c, k + 2, k + 2, op, dtype=F32) if need_w else None
+        gb_parts = torch.zeros(threads, op, dtype=F32)
         wrow = gx = None
         if need_x:
-            wrow = torch.zeros(o, k, rp)
+            wrow = torch.zeros(o, k, rp, dtype=F32)
             wrow[..., :k * c] = weight.detach().permute(0, 2, 3, 1).reshape(o, k, k * c)
-            gx = torch.empty(n, h, w, c)
+            gx = torch.empty(n, h, w, c, dtype=F32)
         g = g.float().contiguous()
         library().scp_backward(x.data_ptr(), n, c, h, w, int(channels_last), arg.data_ptr(),
                                g.data_ptr(), o, op, k, pad, _ptr(gw_parts), gb_parts.data_ptr(),
@@ -238,18 +241,18 @@ class _Block(torch.autograd.Function):
         wext1, bp1 = _forward_weights(w1, b1)
         wext2, bp2 = _forward_weights(w2, b2)
         op3 = _pad16(o3)
-        w3t = torch.zeros(w3.shape[1], op3)
+        w3t = torch.zeros(w3.shape[1], op3, dtype=F32)
         w3t[:, :o3] = _linear_weights(w3, (o2, *u02.shape[1:3])).t()
-        bp3 = torch.zeros(op3)
+        bp3 = torch.zeros(op3, dtype=F32)
         if b3 is not None:
             bp3[:o3] = b3.detach()
         ck1 = u2seq = win2 = None
         if keep:
-            ck1 = torch.empty(-(-t // SEGMENT), *u01.shape)
-            u2seq = torch.empty(b, t + 1, *u02.shape[1:])
+            ck1 = torch.empty(-(-t // SEGMENT), *u01.shape, dtype=F32)
+            u2seq = torch.empty(b, t + 1, *u02.shape[1:], dtype=F32)
             win2 = torch.empty(b, t, u02.shape[1], u02.shape[2], op2, dtype=torch.uint8)
-        u_last1, u_last2 = torch.empty(u01.shape), torch.empty(u02.shape)
-        x3 = torch.empty(t, b, o3)
+        u_last1, u_last2 = torch.empty(u01.shape, dtype=F32), torch.empty(u02.shape, dtype=F32)
+        x3 = torch.empty(t, b, o3, dtype=F32)
         library().block_forward(
             frames.data_ptr(), t, b, c, h, w, wext1.data_ptr(), bp1.data_ptr(), o1, _pad16(o1),
             k1, pad1, wext2.data_ptr(), bp2.data_ptr(), o2, op2, k2, pad2, w3t.data_ptr(),
@@ -270,17 +273,17 @@ class _Block(torch.autograd.Function):
         shape2 = (o2, *u2seq.shape[2:4])
         wext1, bp1 = _forward_weights(w1, b1)
         wext2, bp2 = _forward_weights(w2, b2)
-        wrow2 = torch.zeros(o2, k2, rp2)
+        wrow2 = torch.zeros(o2, k2, rp2, dtype=F32)
         wrow2[..., :k2 * o1] = w2.detach().permute(0, 2, 3, 1).reshape(o2, k2, k2 * o1)
         w3cl = _linear_weights(w3, shape2).contiguous()
         groups = min(b, GROUPS)
-        gw1 = torch.zeros(groups, c, k1 + 2, k1 + 2, op1)
-        gw2 = torch.zeros(groups, o1, k2 + 2, k2 + 2, op2)
-        gw3 = torch.zeros(groups, w3.shape[1], op3)
-        gb1, gb2, gb3 = torch.zeros(groups, op1), torch.zeros(groups, op2), torch.zeros(groups, op3)
-        gu01 = torch.empty(ck1.shape[1:]) if ctx.needs_input_grad[7] else None
-        gu02 = torch.empty(b, *u2seq.shape[2:]) if ctx.needs_input_grad[8] else None
-        gx3 = torch.zeros(t, b, o3) if gx3 is None else gx3.float().contiguous()
+        gw1 = torch.zeros(groups, c, k1 + 2, k1 + 2, op1, dtype=F32)
+        gw2 = torch.zeros(groups, o1, k2 + 2, k2 + 2, op2, dtype=F32)
+        gw3 = torch.zeros(groups, w3.shape[1], op3, dtype=F32)
+        gb1, gb2, gb3 = (torch.zeros(groups, op, dtype=F32) for op in (op1, op2, op3))
+        gu01 = torch.empty(ck1.shape[1:], dtype=F32) if ctx.needs_input_grad[7] else None
+        gu02 = torch.empty(b, *u2seq.shape[2:], dtype=F32) if ctx.needs_input_grad[8] else None
+        gx3 = torch.zeros(t, b, o3, dtype=F32) if gx3 is None else gx3.float().contiguous()
         g_last1, g_last2 = (None if g is None else g.float().contiguous()
                             for g in (g_last1, g_last2))
         library().block_backward(
@@ -340,9 +343,9 @@ def hidden_blocks(frames: Tensor, conv1: nn.Module, pool1: nn.Module, leaky1: Le
         return None
     b = frames.shape[1]
     u01, u02 = (a.u0.float().contiguous() if a.u0 is not None and a.u0.shape == (b, *size, o)
-                else torch.zeros(b, *size, o)
+                else torch.zeros(b, *size, o, dtype=F32)
                 for a, size, o in ((leaky1, size1, out1), (leaky2, size2, conv2.out_channels)))
-    leaky = torch.tensor(_leaky_floats(leaky1) + _leaky_floats(leaky2))
+    leaky = torch.tensor(_leaky_floats(leaky1) + _leaky_floats(leaky2), dtype=F32)
     params = [p for m in (conv1, conv2, linear) for p in (m.weight, m.bias) if p is not None]
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in (*params, u01, u02))
     return _Block.apply(frames.contiguous(), conv1.weight, conv1.bias, conv2.weight, conv2.bias,

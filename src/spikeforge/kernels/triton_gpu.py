@@ -131,7 +131,7 @@ def _if_lif_forward(x, stride, v0, shape, tau, decay_input, v_threshold, v_reset
     check_int32_indexing(shape.numel())
     s = torch.empty(shape, device=x.device, dtype=x.dtype)
     vs = torch.empty_like(s)
-    h = torch.empty(shape, device=x.device) if keep_h else None
+    h = torch.empty(shape, device=x.device, dtype=torch.float32) if keep_h else None
     n = v0.numel()
     _if_lif_fwd[_grid(n)](x, stride, v0, s, vs, s if h is None else h, shape[0], n,
                           float(tau or 1.0), v_threshold, float(v_reset or 0.0),
@@ -143,7 +143,7 @@ def _if_lif_forward(x, stride, v0, shape, tau, decay_input, v_threshold, v_reset
 def _if_lif_backward(h, g_s, s_stride, g_v, v_stride, want_gv0, tau, decay_input, v_threshold,
                      v_reset, detach_reset, surrogate):
     gx = torch.empty_like(h)
-    gv0 = torch.empty(h.shape[1:], device=h.device)
+    gv0 = torch.empty(h.shape[1:], device=h.device, dtype=torch.float32)
     kind, c1, c2 = fused.surrogate_args(surrogate)
     n = gv0.numel()
     _if_lif_bwd[_grid(n)](h, g_s, s_stride, g_v, v_stride, gx, gv0, h.shape[0], n,
@@ -155,7 +155,7 @@ def _if_lif_backward(h, g_s, s_stride, g_v, v_stride, want_gv0, tau, decay_input
 
 def _leaky_forward(x, stride, u0, beta, shape, threshold, reset_zero):
     check_int32_indexing(shape.numel())
-    s = torch.empty(shape, device=x.device)
+    s = torch.empty(shape, device=x.device, dtype=torch.float32)
     us = torch.empty_like(s)
     n = u0.numel()
     _leaky_fwd[_grid(n)](x, stride, u0, beta, s, us, shape[0], n, threshold, ZERO=reset_zero,
