@@ -288,3 +288,23 @@ def test_a_run_saved_before_cache_dir_existed_still_loads_and_resumes(mnist_dir,
     assert load_run(run, "last").train_config.cache_dir is None
     assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0
     assert [r["epoch"] for r in read_csv(run / "metrics.csv")] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("default", [torch.float64, torch.bfloat16], ids=str)
+def test_training_and_loading_a_run_under_another_default_dtype(default, mnist_dir, fc_run,
+                                                                 tmp_path):
+    """The recipes build float32 networks whatever torch's default dtype is: under a float64
+    or bfloat16 default, training failed (float32 data, float64 weights) and a loaded run
+    failed or had its float32 weights rounded to bfloat16."""
+    x = torch.rand(4, 1, 28, 28)
+    expect = load_run(fc_run).forward(x, torch.Generator().manual_seed(0))[0]
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(default)
+    try:
+        assert train("rleaky", mnist_dir, tmp_path / "rleaky", "--no-progress") == 0
+        loaded = load_run(fc_run)
+        assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+        assert torch.equal(loaded.forward(x, torch.Generator().manual_seed(0))[0], expect)
+    finally:
+        torch.set_default_dtype(previous)
+    assert len(read_csv(tmp_path / "rleaky" / "metrics.csv")) == 2

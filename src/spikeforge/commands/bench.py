@@ -75,7 +75,7 @@ def random_batch(batch: int, seed: int = 0):
 
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 10, (batch,), generator=g)
-    images = torch.rand(batch, 1, 28, 28, generator=g)
+    images = torch.rand(batch, 1, 28, 28, generator=g, dtype=torch.float32)
     images[torch.rand(images.shape, generator=g) < ZERO_PIXELS] = 0
     return images, labels
 

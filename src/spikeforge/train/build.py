@@ -54,7 +54,8 @@ def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
 
 
 def build_model(config: TrainConfig) -> nn.Module:
-    """The recipe network with the config's model settings."""
+    """The recipe network with the config's model settings, in float32 whatever torch's default
+    dtype is."""
     c = config
     kwargs: dict = {}
     if c.model == "fc-lif":
@@ -66,8 +67,8 @@ def build_model(config: TrainConfig) -> nn.Module:
     elif c.model == "rleaky":
         kwargs = {"beta": 0.9 if c.beta is None else c.beta, "steps": c.T,
                   "hidden": c.hidden or 128, "recurrence": c.recurrence or "linear"}
-    try:
-        return models.build(c.model, **kwargs)
+    try:  # float32 whatever torch's default dtype is: the data, checkpoints and kernels are
+        return models.build(c.model, **kwargs).float()
     except ValueError as err:
         raise ConfigError(f"cannot build model {c.model} from the config: {err}.") from None
 
