@@ -8,6 +8,7 @@ from spikeforge import functional as SF
 from spikeforge import models
 from spikeforge.kernels import build, neuron_pool
 from spikeforge.kernels.neuron_pool import lif_pool
+from spikeforge.layer import channels_last
 from spikeforge.neuron import IF, LIF
 from spikeforge.surrogate import ATan, Sigmoid
 
@@ -38,7 +39,7 @@ def _grads(out, inputs, g):
 
 
 def _channels_last(x):
-    return x.detach().movedim(-3, -1).contiguous().movedim(-1, -3).requires_grad_()
+    return channels_last(x.detach()).requires_grad_()
 
 
 def _is_channels_last(t):

@@ -25,6 +25,18 @@ class SeqToBatch(nn.Module):
         return y.reshape(t, b, *y.shape[1:])
 
 
+def channels_last(x: Tensor) -> Tensor:
+    """``x`` [.., C, H, W] with its channels innermost in memory (the same values), the layout
+    oneDNN's CPU convolutions are fastest in and return. A single channel is already stored so;
+    only its strides change, for a convolution to see it."""
+    if x.shape[-3] > 1:
+        return x.movedim(-3, -1).contiguous().movedim(-1, -3)
+    x = x.contiguous()
+    stride = list(x.stride())
+    stride[-3] = 1
+    return x.as_strided(x.shape, stride)
+
+
 def seq(*modules: nn.Module) -> nn.Sequential:
     """A multi-step ``nn.Sequential``: stateless layers wrapped in :class:`SeqToBatch`,
     spiking neurons (which already take ``[T, B, ...]``) left as they are."""

@@ -20,7 +20,7 @@ from .encoding import poisson_linear, seed
 from .kernels import sparse
 from .kernels.neuron_pool import lif_pool
 from .kernels.sparse_input import SparseInputLinear
-from .layer import SeqToBatch, seq
+from .layer import SeqToBatch, channels_last, seq
 from .neuron import IF, LIF, Leaky, RLeaky
 from .surrogate import ATan
 
@@ -60,17 +60,6 @@ class FcLif(nn.Module):
         return self.net[2](poisson_linear(x.flatten(1), weight, self.steps, generator))
 
 
-def _channels_last(x: Tensor) -> Tensor:
-    """``x`` [.., C, H, W] with its channels innermost in memory (the same values). A single
-    channel is already stored so; only its strides change, for the convolution to see it."""
-    if x.shape[-3] > 1:
-        return x.movedim(-3, -1).contiguous().movedim(-1, -3)
-    x = x.contiguous()
-    stride = list(x.stride())
-    stride[-3] = 1
-    return x.as_strided(x.shape, stride)
-
-
 class CSNN(nn.Module):
     """{Conv3x3(C)-BN-IF-MaxPool2}×2 → Linear(C·7·7, C·4·4)-IF → Linear(C·4·4, 10)-IF.
 
@@ -103,7 +92,7 @@ class CSNN(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        layout = _channels_last if x.device.type == "cpu" else nn.Identity()
+        layout = channels_last if x.device.type == "cpu" else nn.Identity()
         if x.dim() == 4:
             h, steps = self.stem(layout(x)), self.steps
         else:  # the time steps as batch, channels-last after the reshape

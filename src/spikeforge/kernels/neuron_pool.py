@@ -37,6 +37,7 @@ from types import SimpleNamespace
 import torch
 from torch import Tensor, nn
 
+from ..layer import channels_last
 from ..neuron import LIF
 from . import build
 from .fused import mode, surrogate_args
@@ -247,7 +248,7 @@ def lif_pool(neuron: nn.Module, pool: nn.Module, x: Tensor, steps: int | None = 
         pooled = pool(y.reshape(t * b, *y.shape[2:]))
         pooled = pooled.reshape(t, b, *pooled.shape[1:])
         # the layers in the input's layout, so the next ones run as after the fused kernel
-        return _innermost(pooled).movedim(-1, -3) if _is_channels_last(x) else pooled
+        return channels_last(pooled) if _is_channels_last(x) else pooled
     steps = steps or x.shape[0]
     shape = x.shape if x.dim() == 4 else x.shape[1:]
     v_rest = 0.0 if neuron.v_reset is None else neuron.v_reset

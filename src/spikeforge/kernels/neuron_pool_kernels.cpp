@@ -2,6 +2,29 @@
 // the recipes' own; the others run the separate layers).
 #include "neuron_math.h"
 
+// The run-time neuron kind as template arguments: CALL(M) for each mode, CALL(S, D) for each
+// soft-reset / detach-reset pair, the one the arguments name called.
+#define BY_MODE(mode, CALL)                   \
+    do {                                      \
+        if ((mode) == IF_MODE)                \
+            CALL(IF_MODE);                    \
+        else if ((mode) == LIF_DECAY_INPUT)   \
+            CALL(LIF_DECAY_INPUT);            \
+        else                                  \
+            CALL(LIF_NO_DECAY_INPUT);         \
+    } while (0)
+#define BY_RESET(soft, detach, CALL) \
+    do {                             \
+        if ((soft) && (detach))      \
+            CALL(true, true);        \
+        else if (soft)               \
+            CALL(true, false);       \
+        else if (detach)             \
+            CALL(false, true);       \
+        else                         \
+            CALL(false, false);      \
+    } while (0)
+
 // IF/LIF over T followed by 2×2 max pooling (stride 2, floor mode) of the spikes, per plane of
 // H×W neurons (P planes = B·C), so the full-resolution spikes and membranes never reach memory.
 // The neuron arithmetic is if_lif_forward's, operation for operation. x [T, P, H, W] is read with
@@ -73,12 +96,9 @@ extern "C" void lif_pool_forward(const float* x, i64 x_st, const float* v0, floa
 #define LIF_POOL_FWD(M, S)                                                                  \
     lif_pool_forward_impl<M, S>(x, x_st, v0, out, arg, v_last, T, P, H, W, tau, v_th, v_reset, \
                                 nthreads)
-    if (mode == IF_MODE)
-        soft ? LIF_POOL_FWD(IF_MODE, true) : LIF_POOL_FWD(IF_MODE, false);
-    else if (mode == LIF_DECAY_INPUT)
-        soft ? LIF_POOL_FWD(LIF_DECAY_INPUT, true) : LIF_POOL_FWD(LIF_DECAY_INPUT, false);
-    else
-        soft ? LIF_POOL_FWD(LIF_NO_DECAY_INPUT, true) : LIF_POOL_FWD(LIF_NO_DECAY_INPUT, false);
+#define LIF_POOL_FWD_MODE(M) soft ? LIF_POOL_FWD(M, true) : LIF_POOL_FWD(M, false)
+    BY_MODE(mode, LIF_POOL_FWD_MODE);
+#undef LIF_POOL_FWD_MODE
 #undef LIF_POOL_FWD
 }
 
@@ -162,14 +182,7 @@ static void lif_pool_backward_mode(int soft, int detach, const float* x, i64 x_s
 #define LIF_POOL_BWD(S, D)                                                                     \
     lif_pool_backward_impl<MODE, S, D, SG_ATAN>(x, x_st, v0, arg, g, gv_last, gx, sum_t, gv0, T, \
                                                 P, H, W, tau, v_th, v_reset, c1, c2, nthreads)
-    if (soft && detach)
-        LIF_POOL_BWD(true, true);
-    else if (soft)
-        LIF_POOL_BWD(true, false);
-    else if (detach)
-        LIF_POOL_BWD(false, true);
-    else
-        LIF_POOL_BWD(false, false);
+    BY_RESET(soft, detach, LIF_POOL_BWD);
 #undef LIF_POOL_BWD
 }
 
@@ -181,12 +194,7 @@ extern "C" void lif_pool_backward(const float* x, i64 x_st, const float* v0, con
 #define LIF_POOL_BWD(M)                                                                       \
     lif_pool_backward_mode<M>(soft, detach_reset, x, x_st, v0, arg, g, gv_last, gx, sum_t, gv0, \
                               T, P, H, W, tau, v_th, v_reset, c1, c2, nthreads)
-    if (mode == IF_MODE)
-        LIF_POOL_BWD(IF_MODE);
-    else if (mode == LIF_DECAY_INPUT)
-        LIF_POOL_BWD(LIF_DECAY_INPUT);
-    else
-        LIF_POOL_BWD(LIF_NO_DECAY_INPUT);
+    BY_MODE(mode, LIF_POOL_BWD);
 #undef LIF_POOL_BWD
 }
 
@@ -285,13 +293,9 @@ extern "C" void lif_pool_cl_forward(const float* x, i64 x_st, const float* v0, f
 #define LIF_POOL_CL_FWD(M, S)                                                               \
     lif_pool_cl_forward_impl<M, S>(x, x_st, v0, v_rest, out, v_last, T, B, H, W, C, tau, v_th, \
                                    v_reset, nthreads)
-    if (mode == IF_MODE)
-        soft ? LIF_POOL_CL_FWD(IF_MODE, true) : LIF_POOL_CL_FWD(IF_MODE, false);
-    else if (mode == LIF_DECAY_INPUT)
-        soft ? LIF_POOL_CL_FWD(LIF_DECAY_INPUT, true) : LIF_POOL_CL_FWD(LIF_DECAY_INPUT, false);
-    else
-        soft ? LIF_POOL_CL_FWD(LIF_NO_DECAY_INPUT, true)
-             : LIF_POOL_CL_FWD(LIF_NO_DECAY_INPUT, false);
+#define LIF_POOL_CL_FWD_MODE(M) soft ? LIF_POOL_CL_FWD(M, true) : LIF_POOL_CL_FWD(M, false)
+    BY_MODE(mode, LIF_POOL_CL_FWD_MODE);
+#undef LIF_POOL_CL_FWD_MODE
 #undef LIF_POOL_CL_FWD
 }
 
@@ -356,14 +360,7 @@ static void lif_pool_cl_backward_mode(int soft, int detach, const float* x, i64 
     lif_pool_cl_backward_impl<MODE, S, D, SG_ATAN>(x, x_st, v0, v_rest, g, gv_last, gx, sum_t, \
                                                    gv0, T, B, H, W, C, tau, v_th, v_reset, c1, \
                                                    c2, nthreads)
-    if (soft && detach)
-        LIF_POOL_CL_BWD(true, true);
-    else if (soft)
-        LIF_POOL_CL_BWD(true, false);
-    else if (detach)
-        LIF_POOL_CL_BWD(false, true);
-    else
-        LIF_POOL_CL_BWD(false, false);
+    BY_RESET(soft, detach, LIF_POOL_CL_BWD);
 #undef LIF_POOL_CL_BWD
 }
 
@@ -376,11 +373,6 @@ extern "C" void lif_pool_cl_backward(const float* x, i64 x_st, const float* v0, 
     lif_pool_cl_backward_mode<M>(soft, detach_reset, x, x_st, v0, v_rest, g, gv_last, gx,     \
                                  sum_t, gv0, T, B, H, W, C, tau, v_th, v_reset, c1, c2,      \
                                  nthreads)
-    if (mode == IF_MODE)
-        LIF_POOL_CL_BWD(IF_MODE);
-    else if (mode == LIF_DECAY_INPUT)
-        LIF_POOL_CL_BWD(LIF_DECAY_INPUT);
-    else
-        LIF_POOL_CL_BWD(LIF_NO_DECAY_INPUT);
+    BY_MODE(mode, LIF_POOL_CL_BWD);
 #undef LIF_POOL_CL_BWD
 }
