@@ -160,6 +160,27 @@ def test_leaky_parameters_follow_the_snntorch_mapping():
     np.testing.assert_array_equal(lif.v_leak, 0.0)
 
 
+@pytest.mark.parametrize("beta", [0.95, 0.97, 0.99, 0.999])
+def test_leaky_with_beta_near_one_reads_back(beta, tmp_path):
+    # β = 0.97 rounds to 1 at one digit, where τ = dt/(1 − β) divided by zero (issue: a bare
+    # ZeroDivisionError from from_nir)
+    torch.manual_seed(0)
+    net = seq(nn.Linear(4, 3), Leaky(beta, reset="zero"))
+    graph, report = to_nir(net, (4,), dt=1e-4)
+    rebuilt = from_nir(_reread(graph, tmp_path))
+    assert report.exact
+    assert rebuilt[1].beta.item() == torch.tensor(beta).item()
+    x = torch.rand(30, 5, 4) * 2
+    assert torch.equal(rebuilt(x), net(x))
+
+
+def test_leaky_node_with_tau_below_dt_is_refused():
+    node = nir.LIF(tau=np.full(2, 5e-5), r=np.full(2, 0.5), v_leak=np.zeros(2),
+                   v_reset=np.zeros(2), v_threshold=np.ones(2))
+    with pytest.raises(NIRError, match="at least dt"):
+        from_nir(nir.NIRGraph.from_list(node), dt=1e-4)
+
+
 def test_from_nir_reads_dt_from_the_graph_and_checks_an_explicit_one(tmp_path):
     graph, _ = to_nir(seq(nn.Linear(4, 3), IF(), nn.Linear(3, 2), LIF(tau=5.0)), (4,), dt=1e-3)
     graph = _reread(graph, tmp_path)

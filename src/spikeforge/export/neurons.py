@@ -185,11 +185,16 @@ def _uniform(values: np.ndarray, what: str, key: str) -> float:
 
 def _shortest(approx: float, forward: Callable[[float], float], stored: float) -> float:
     """The shortest decimal c with ``forward(c) == stored`` bit for bit (else ``approx``): undoes
-    the binary rounding of τ·dt, so that τ = 2.3 written at dt = 1e-4 reads back as 2.3."""
+    the binary rounding of τ·dt, so that τ = 2.3 written at dt = 1e-4 reads back as 2.3. A
+    candidate ``forward`` cannot take (β = 0.97 rounded to one digit is 1, and τ = dt/(1 − β)
+    divides by zero) is passed over."""
     for digits in range(1, 18):
         c = float(f"{approx:.{digits}g}")
-        if forward(c) == stored:
-            return c
+        try:
+            if forward(c) == stored:
+                return c
+        except ZeroDivisionError:
+            continue
     return approx
 
 
@@ -211,6 +216,9 @@ def _as_leaky(node: nir.LIF | nir.IF, dt: float, key: str) -> Leaky:
         raise NIRError(f"NIR node '{key}': a Leaky neuron needs r = tau/dt (input unscaled); "
                        "check that dt matches the graph's time step")
     values, inverse = np.unique(tau, return_inverse=True)
+    if not (np.isfinite(values).all() and (values >= dt).all()):
+        raise NIRError(f"NIR node '{key}': tau must be finite and at least dt = {dt:g} for a "
+                       "Leaky neuron (beta = 1 - dt/tau in [0, 1]); check the graph's time step")
     betas = np.array([_shortest(1.0 - dt / t, lambda b: dt / (1.0 - b), t) for t in values])
     beta = betas[inverse].reshape(tau.shape)
     return Leaky(beta=float(beta.flat[0]) if values.size == 1 else torch.from_numpy(beta),
