@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -43,6 +45,20 @@ def test_csnn_static_input_equals_repeated_sequence():
     static = net(x)
     SF.reset(net)
     torch.testing.assert_close(static, net(encoding.direct(x, 3)))
+
+
+def test_csnn_static_input_trains_its_batchnorm_as_the_repeated_sequence():
+    # the stem runs once on B images but stands for T·B: its running variance (unbiased) must
+    # use T·B·H·W samples, as SpikingJelly's multi-step net does (was B·H·W: 4e-4 apart)
+    torch.manual_seed(0)
+    static = models.build("csnn", channels=4, steps=3).train()
+    sequence = copy.deepcopy(static)
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(static(x), sequence(encoding.direct(x, 3)))
+    for a, b in zip(static.modules(), sequence.modules(), strict=True):
+        if isinstance(a, torch.nn.BatchNorm2d):
+            torch.testing.assert_close(a.running_var, b.running_var, rtol=1e-6, atol=0)
+            torch.testing.assert_close(a.running_mean, b.running_mean, rtol=1e-6, atol=1e-8)
 
 
 def test_unknown_model():

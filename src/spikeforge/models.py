@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .batchnorm import RepeatedBatchNorm2d
 from .encoding import poisson_linear, seed
 from .kernels import sparse
 from .kernels.neuron_pool import lif_pool
@@ -66,9 +67,11 @@ class CSNN(nn.Module):
     SpikingJelly's convolutional MNIST/Fashion-MNIST net, no conv/linear bias. A static image is
     the same input at every step, so the first Conv-BN runs once and is broadcast over T. Each
     IF-MaxPool pair runs as one kernel on the CPU (:func:`spikeforge.kernels.neuron_pool.lif_pool`,
-    the same spikes), so the full-resolution spikes are never stored. On the CPU the activations
-    are channels-last up to the Flatten (oneDNN's convolutions and batch norms are 1.2–3× faster
-    so than on [B, C, H, W] rows); the Linear layers see the usual C·H·W order.
+    the same spikes), so the full-resolution spikes are never stored. The first BN counts the T
+    copies in its running variance (:class:`~spikeforge.batchnorm.RepeatedBatchNorm2d`). On the
+    CPU the activations are channels-last up to the Flatten (oneDNN's convolutions and batch
+    norms are 1.2–3× faster so than on [B, C, H, W] rows); the Linear layers see the usual C·H·W
+    order.
     ``pool="avg"`` swaps both max pools for 2×2 average pools (exportable to NIR exactly).
     """
 
@@ -82,7 +85,8 @@ class CSNN(nn.Module):
         pool_cls = nn.MaxPool2d if pool == "max" else nn.AvgPool2d
         c = channels
         self.steps = steps
-        self.stem = nn.Sequential(nn.Conv2d(1, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        self.stem = nn.Sequential(nn.Conv2d(1, c, 3, padding=1, bias=False),
+                                  RepeatedBatchNorm2d(c))
         self.body = seq(
             IF(surrogate=ATan()), pool_cls(2),
             nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
@@ -93,8 +97,8 @@ class CSNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         layout = channels_last if x.device.type == "cpu" else nn.Identity()
-        if x.dim() == 4:
-            h, steps = self.stem(layout(x)), self.steps
+        if x.dim() == 4:  # BN's running variance as over the T copies
+            h, steps = self.stem[1](self.stem[0](layout(x)), self.steps), self.steps
         else:  # the time steps as batch, channels-last after the reshape
             h, steps = self.stem(layout(x.flatten(0, 1))).unflatten(0, x.shape[:2]), None
         body = self.body
