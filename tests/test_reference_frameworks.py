@@ -77,6 +77,26 @@ def test_leaky_matches_snntorch(snn, reset, beta=0.5):
     torch.testing.assert_close(g_ours, g_theirs, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_leaky_matches_snntorch_on_bfloat16_inputs(snn, reset, beta=0.9):
+    # snnTorch's float32 β promotes a bf16 membrane to float32; the compiled loop runs bf16 in
+    # float32 too, and must decay with 0.9, not bf16's 0.8984 (max |ΔU| was 0.99)
+    x = _inputs((40, 4, 17), seed=5, requires_grad=False).bfloat16()
+    theirs = snn.Leaky(beta=beta, reset_mechanism=reset)
+    mem = theirs.reset_mem()
+    s_list, m_list = [], []
+    for xt in x:
+        s, mem = theirs(xt, mem)
+        s_list.append(s)
+        m_list.append(mem)
+    s_theirs, m_theirs = torch.stack(s_list), torch.stack(m_list)
+    s_ours, m_ours = Leaky(beta, reset=reset, output="both", backend="cpu")(x)
+    assert m_theirs.dtype == torch.float32 and m_ours.dtype == torch.bfloat16
+    assert torch.equal(s_ours.float(), s_theirs)
+    assert torch.equal(m_ours, m_theirs.bfloat16())
+    assert 0 < s_theirs.mean() < 0.9
+
+
 @pytest.mark.parametrize("recurrence", ["linear", "one_to_one", "conv"])
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
 def test_rleaky_matches_snntorch(snn, recurrence, reset):

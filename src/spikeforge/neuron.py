@@ -209,8 +209,14 @@ class _SnnTorchNeuron(SpikingNeuron):
         self.reset = reset
         self.output = output
 
-    def _beta(self, x: Tensor) -> Tensor:
-        return self.beta.clamp(0, 1).to(dtype=x.dtype)
+    def _beta(self, x: Tensor, float32_loop: bool = False) -> Tensor:
+        """β clamped to [0, 1] in ``x``'s dtype, or float32 for a half-precision ``x`` whose loop
+        runs in float32 (``float32_loop``): snnTorch's float32 β promotes a bf16/fp16 membrane to
+        float32, so β = 0.9 must not become bf16's 0.8984."""
+        beta = self.beta.clamp(0, 1)
+        if float32_loop and x.dtype in (torch.float16, torch.bfloat16):
+            return beta.float()
+        return beta.to(dtype=x.dtype)
 
     def _out(self, spikes: Tensor, mems: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         self._record(spikes, mems)
@@ -241,8 +247,10 @@ class Leaky(_SnnTorchNeuron):
     def forward(self, x_seq: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         self._check_seq(x_seq)
         u0 = self._initial(x_seq)
-        spikes, mems = self._kernel(x_seq).leaky(
-            x_seq, u0, self._beta(x_seq), self.threshold, self.reset == "zero", self.surrogate
+        kernel = self._kernel(x_seq)  # the fused backends run half precision in float32
+        beta = self._beta(x_seq, float32_loop=kernel.NAME != "reference")
+        spikes, mems = kernel.leaky(
+            x_seq, u0, beta, self.threshold, self.reset == "zero", self.surrogate
         )
         self.v = mems[-1]
         return self._out(spikes, mems)

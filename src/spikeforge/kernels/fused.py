@@ -142,7 +142,7 @@ class _Leaky(torch.autograd.Function):
         s, us, u0, b = _leaky_forward(loops, x_seq, u, beta, threshold, reset_zero)
         ctx.save_for_backward(us, u0, b)
         ctx.args = (loops, threshold, reset_zero, surrogate)
-        ctx.shapes, ctx.dtype = (u.shape, beta.shape), x_seq.dtype
+        ctx.shapes, ctx.dtype, ctx.beta_dtype = (u.shape, beta.shape), x_seq.dtype, beta.dtype
         ctx.set_materialize_grads(False)
         return s.to(x_seq.dtype), us.to(x_seq.dtype)
 
@@ -159,7 +159,7 @@ class _Leaky(torch.autograd.Function):
         if gu0 is not None:
             gu0 = gu0.sum_to_size(u_shape).to(ctx.dtype)
         if gbeta is not None:
-            gbeta = gbeta.sum_to_size(beta_shape).to(ctx.dtype)
+            gbeta = gbeta.sum_to_size(beta_shape).to(ctx.beta_dtype)
         return None, gx.to(ctx.dtype), gu0, gbeta, None, None, None
 
 
