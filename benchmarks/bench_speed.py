@@ -35,6 +35,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import machine_info  # noqa: E402
 import results_md  # noqa: E402
 import speed_baselines  # noqa: E402
 import speed_frameworks  # noqa: E402
@@ -306,37 +307,6 @@ ones a user gets.
 """
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _isa() -> str:
-    """The instruction sets in use: the kernels' -march and torch's CPU capability."""
-    arch = os.environ.get("SPIKEFORGE_KERNEL_ARCH", "native")
-    flags = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        pass
-    native = ("AVX-512" if " avx512f" in flags else "AVX2/FMA" if " avx2" in flags
-              else "NEON" if " asimd" in flags else platform.machine())
-    return (f"CPU {native}; kernels built with -march={arch}; torch CPU capability "
-            f"{torch.backends.cpu.get_cpu_capability()}")
-
-
-#: the variables that limit the instruction sets torch, oneDNN, MKL and spikeforge's kernels use
-ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
-                 "SPIKEFORGE_KERNEL_ARCH")
-
-
 def _names(tag: str | None) -> tuple[str, str, str]:
     """(JSON file, RESULTS.md begin marker, end marker) of a run tagged ``tag``."""
     suffix = f"-{tag}" if tag else ""
@@ -387,10 +357,10 @@ def main(argv=None) -> int:
         command = results.get("command", "python benchmarks/bench_speed.py")
         write_results_md(HERE / "RESULTS.md", results, command)
         return 0
-    isa_env = " ".join(f"{k}={os.environ[k]}" for k in ISA_VARIABLES if k in os.environ)
-    command = (f"{isa_env} python benchmarks/bench_speed.py "
+    command = (f"{machine_info.isa_env()} python benchmarks/bench_speed.py "
                + " ".join(argv or sys.argv[1:])).strip()
-    machine = {"machine": platform.machine(), "cpu": _cpu_model(), "isa": _isa(),
+    machine = {"machine": platform.machine(), "cpu": machine_info.cpu_model(),
+               "isa": machine_info.isa(),
                "cores": os.cpu_count(),
                "torch": torch.__version__, "threads": torch.get_num_threads(),
                "date": str(date.today()), "load_start": _load()}

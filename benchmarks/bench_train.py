@@ -45,6 +45,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import machine_info  # noqa: E402
 import results_md  # noqa: E402
 
 #: recipe → (batch size, batches per run, reference framework of the target, T of its loop)
@@ -55,7 +56,14 @@ RECIPES = {
     "rleaky": (128, 200, "snntorch", 10),
 }
 LOADS = ("quiet", "busy", "spikeforge", "nproc2")
-JSON = HERE / "train.json"
+
+
+def _names(tag: str | None) -> tuple[Path, str, str]:
+    """(JSON file, RESULTS.md begin marker, end marker) of runs tagged ``tag`` (e.g. ``avx2``,
+    an AVX2 machine emulated through the variables of :data:`machine_info.ISA_VARIABLES`)."""
+    suffix = f"-{tag}" if tag else ""
+    return HERE / f"train{suffix}.json", f"<!-- train{suffix}:begin -->", \
+        f"<!-- train{suffix}:end -->"
 
 
 def _spikeforge(*args: str) -> list[str]:
@@ -231,8 +239,9 @@ def tables(results: dict) -> str:
     """One table per stored load, then what each load keeps of the quiet throughput."""
     out = []
     for kind, entry in results["loads"].items():
+        isa = f", {entry['isa']}" if "isa" in entry else ""
         out += [f"**Load: {kind}** ({entry['date']}, load average {entry['load_start']:.1f} at "
-                f"start). Reproduce: `{entry['command']}`.", "",
+                f"start{isa}). Reproduce: `{entry['command']}`.", "",
                 "| recipe | run | train img/s | eval img/s | spikeforge train ÷ this (train, "
                 "eval) | threads |", "|---|---|---:|---:|---:|---|"]
         for recipe, r in entry["recipes"].items():
@@ -261,25 +270,18 @@ def tables(results: dict) -> str:
     return "\n".join(out)
 
 
-def write_results_md(results: dict) -> None:
-    begin, end = "<!-- train:begin -->", "<!-- train:end -->"
+def write_results_md(results: dict, tag: str | None) -> None:
+    json_path, begin, end = _names(tag)
     m = results["machine"]
     section = "\n".join([
-        begin, "## Real training runs (`benchmarks/bench_train.py`)", "",
+        begin, "## Real training runs" + (f", {tag}" if tag else "")
+        + " (`benchmarks/bench_train.py`)", "",
         f"{m['cpu']} ({m['machine']}), {m['cores']} CPU cores. img/s of `spikeforge train` from "
         "its own metrics.jsonl (one epoch of N batches, fresh run directory), of `spikeforge "
         "bench` from its JSON, of the reference tutorial loop over N steps on one real batch; "
-        "medians of interleaved rounds. Raw numbers: `benchmarks/train.json`.", "",
+        f"medians of interleaved rounds. Raw numbers: `benchmarks/{json_path.name}`.", "",
         tables(results), end])
     results_md.replace_section(begin, end, section)
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv=None) -> int:
@@ -298,13 +300,17 @@ def main(argv=None) -> int:
                    "references' own threads collapse under load too)")
     p.add_argument("--no-write", action="store_true", help="print only; keep JSON/RESULTS.md")
     p.add_argument("--render", action="store_true", help="only rewrite RESULTS.md from JSON")
+    p.add_argument("--tag", help="name of this configuration (e.g. avx2, with the instruction-set "
+                   "variables of bench_speed.py set): writes train-TAG.json and its own RESULTS.md "
+                   "section")
     p.add_argument("--reference", nargs=2, metavar=("RECIPE", "FRAMEWORK"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    json_path = _names(args.tag)[0]
     if args.reference:
         _reference_child(*args.reference, args.batches, args.data_dir)
         return 0
     if args.render:
-        write_results_md(json.loads(JSON.read_text()))
+        write_results_md(json.loads(json_path.read_text()), args.tag)
         return 0
     if args.thread_counts is None:
         args.thread_counts = list(range(1, len(os.sched_getaffinity(0)) + 1))
@@ -312,9 +318,10 @@ def main(argv=None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    command = ("python benchmarks/bench_train.py " + " ".join(argv or sys.argv[1:])).strip()
+    command = (f"{machine_info.isa_env()} python benchmarks/bench_train.py "
+               + " ".join(argv or sys.argv[1:])).strip()
     entry = {"command": command, "date": str(date.today()), "load_start": os.getloadavg()[0],
-             "recipes": {}}
+             "isa": machine_info.isa(), "recipes": {}}
     with tempfile.TemporaryDirectory(prefix="bench_train-") as tmp_name:
         tmp = Path(tmp_name)
         data = {"mnist": args.data_dir, "nmnist": args.nmnist_dir}
@@ -327,8 +334,9 @@ def main(argv=None) -> int:
         for recipe in args.recipes:
             entry["recipes"][recipe] = bench_recipe(recipe, args, data, tmp, log)
     entry["load_end"] = os.getloadavg()[0]
-    results = json.loads(JSON.read_text()) if JSON.exists() and not args.no_write else {}
-    results["machine"] = {"cpu": _cpu_model(), "machine": platform.machine(),
+    results = (json.loads(json_path.read_text())
+               if json_path.exists() and not args.no_write else {})
+    results["machine"] = {"cpu": machine_info.cpu_model(), "machine": platform.machine(),
                           "cores": os.cpu_count()}
     stored = results.setdefault("loads", {}).get(args.load)
     if stored and set(stored["recipes"]) - set(entry["recipes"]):
@@ -338,8 +346,8 @@ def main(argv=None) -> int:
     results["loads"][args.load] = entry
     print(tables({**results, "loads": {args.load: entry}}))
     if not args.no_write:
-        JSON.write_text(json.dumps(results, indent=1) + "\n")
-        write_results_md(results)
+        json_path.write_text(json.dumps(results, indent=1) + "\n")
+        write_results_md(results, args.tag)
     return 0
 
 
