@@ -120,7 +120,7 @@ def test_a_config_file_is_layered_and_checked(mnist_dir, tmp_path, capsys):
           "unknown setting 'learning_rate'", str(bad))
     bad.write_text("lr = 'fast'\n")
     fails(capsys, ["train", "fc-lif", "--config", str(bad), "--out-dir", str(tmp_path / "r")],
-          "--lr in --config", "must be of type float")
+          "--lr in --config", "must be a number, got 'fast'; give it such a value.")
     bad.write_text("lr = [\n")
     fails(capsys, ["train", "fc-lif", "--config", str(bad)], "is not a readable TOML file")
     fails(capsys, ["train", "fc-lif", "--config", str(tmp_path / "none.toml")],
@@ -255,11 +255,14 @@ def _no_last(path):
     (_flip_last_byte, "model.safetensors", ["damaged or was replaced"]),
     (_truncate, "state.pt", ["state.pt is damaged or not a spikeforge checkpoint ("
                              "PytorchStreamReader failed reading zip archive: failed finding "
-                             "central directory); use another checkpoint."]),
+                             "central directory); use the run's other checkpoint (eval, "
+                             "predict, inspect, energy, export: --checkpoint best or last; "
+                             "train --resume reads last/ only), or train the run again with "
+                             "--overwrite."]),
     (_foreign_state, "state.pt", ["is not a spikeforge checkpoint"]),
     (_pickled_function, "state.pt", ["state.pt is damaged or not a spikeforge checkpoint (it would "
                                      "run Python code, shutil.rmtree, which spikeforge never "
-                                     "loads); use another checkpoint."]),
+                                     "loads); use the run's other checkpoint"]),
     (_other_models_weights, "state.pt", ["holds weights of 'csnn'", "fc-lif"]),
     (_foreign_config, "state.pt", ["is not a spikeforge run config"]),
     (_lost_setting, "state.pt", ["config.json lacks the setting T, which the run was trained "
@@ -296,7 +299,7 @@ def test_resume_of_a_state_with_a_malformed_field_is_refused(key, value, words, 
     torch.save(state, path)
     before = snapshot(run_copy)
     fails(capsys, ["train", "--resume", str(run_copy), "--epochs", "2"],
-          f"{path} is damaged ({words}); use another checkpoint.")
+          f"{path} is damaged ({words}); use the run's other checkpoint")
     assert snapshot(run_copy) == before
 
 

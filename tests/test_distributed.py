@@ -1,19 +1,27 @@
-"""DDP through torchrun on CPU (gloo, 127.0.0.1): 2 processes × B/2 follow 1 process × B."""
+"""DDP through ``--nproc`` on CPU (gloo, 127.0.0.1): 2 processes × B/2 follow 1 process × B;
+the launcher reports a worker's error once and stops its workers with it."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from test_train_synthetic import write_mnist
 
-from spikeforge.train.distributed import strip_nproc
+from spikeforge import cli, worker
+from spikeforge.errors import ConfigError
+from spikeforge.train.distributed import launched_by_torchrun
+from spikeforge.worker import LAUNCHER_ENV
 
 
 def _env() -> dict[str, str]:
@@ -91,7 +99,98 @@ def test_a_two_process_checkpoint_resumes_with_one_process(runs):
     assert rows[2]["train_acc"] > 0.1
 
 
-def test_strip_nproc_keeps_every_other_flag():
-    assert strip_nproc(["train", "fc-lif", "--nproc", "2", "-b", "8"]) == \
-        ["train", "fc-lif", "-b", "8"]
-    assert strip_nproc(["train", "--nproc=4", "--amp"]) == ["train", "--amp"]
+def test_a_user_error_in_the_workers_is_one_sentence_from_the_launcher(runs):
+    tmp, data, _, _ = runs
+    run = tmp / "two"
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    failed = _train(data, run, 16, "--nproc", "2")  # both ranks refuse the folder
+    assert failed.returncode == 2
+    assert failed.stderr.splitlines() == [
+        f"spikeforge: error: --out-dir {run} already holds a run; continue it with --resume "
+        f"{run}, replace it with --overwrite, or choose another --out-dir."]
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def _workers_of(launcher: int) -> list[int]:
+    """The processes whose environment names ``launcher`` as their --nproc launcher."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"{LAUNCHER_ENV}={launcher}".encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; the launcher's "
+                    "SIGKILL guard (PR_SET_PDEATHSIG) is Linux-only")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_stopping_the_launcher_stops_every_worker(sig, runs, tmp_path):
+    """SIGTERM reaches the workers (the run stops as on Ctrl-C, one line says how to go on);
+    after SIGKILL, which the launcher cannot catch, the workers stop by themselves. Both
+    ways, the run resumes."""
+    _, data, _, _ = runs
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "spikeforge", "train", "rleaky", "-T", "4", "-b", "16",
+           "--epochs", "1000", "--data-dir", str(data), "--out-dir", str(out), "--no-progress",
+           "--nproc", "2"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch 2/"):
+            break
+    workers = _workers_of(proc.pid)
+    assert len(workers) == 2
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while _workers_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _workers_of(proc.pid) == []
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 130
+        assert err.splitlines() == [
+            f"spikeforge: interrupted; {out / 'last'} keeps the last finished epoch: continue "
+            f"with spikeforge train --resume {out}"]
+    resumed = subprocess.run([sys.executable, "-m", "spikeforge", "train", "--resume", str(out),
+                              "--epochs", "4", "--no-progress"], env=_env(), capture_output=True,
+                             text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [row["epoch"] for row in _rows(out)][-1] == 4
+
+
+@pytest.mark.parametrize("environ, message", [
+    ({"WORLD_SIZE": "2"}, "WORLD_SIZE='2' is set but RANK, MASTER_ADDR, MASTER_PORT are not"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1"},
+     "WORLD_SIZE='2' is set but MASTER_PORT is not"),
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is set but"),
+])
+def test_a_stray_world_size_is_refused_not_taken_for_a_launcher(environ, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        launched_by_torchrun(environ)
+
+
+def test_a_whole_rendezvous_or_none_is_a_launcher_or_not():
+    assert launched_by_torchrun({}) is False
+    assert launched_by_torchrun({"WORLD_SIZE": "1"}) is False
+    assert launched_by_torchrun({"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "h",
+                                 "MASTER_PORT": "1"}) is True
+
+
+def test_a_worker_hands_its_error_to_the_launcher_and_stays_quiet(tmp_path, monkeypatch, capsys):
+    error_file = tmp_path / "rank1.err"
+    monkeypatch.setenv(worker.ERROR_FILE_ENV, str(error_file))
+    assert cli.main(["train", "no-such-recipe"]) == 2
+    assert capsys.readouterr().err == ""
+    assert error_file.read_text().startswith("unknown recipe 'no-such-recipe'")
+
+
+def test_only_a_lost_peer_counts_as_one(monkeypatch):
+    gone = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed "
+                        "by peer [127.0.0.1]:1234")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert worker.is_peer_lost(gone)
+    assert not worker.is_peer_lost(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process has no peers to lose
+    assert not worker.is_peer_lost(gone)

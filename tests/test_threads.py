@@ -179,12 +179,25 @@ def test_nproc_splits_the_cpus_between_the_workers(monkeypatch):
     env, warning = distributed.worker_env(2, None, {})
     assert env["OMP_NUM_THREADS"] == "1" and "SPIKEFORGE_THREADS" not in env
     assert warning is None
-    env, warning = distributed.worker_env(3, None, {})
-    assert env["OMP_NUM_THREADS"] == "1"
-    assert warning.count(".") == 1 and "--nproc 3 runs 3 threads on the 2 CPUs" in warning
     env, warning = distributed.worker_env(2, 2, {})
     assert env["SPIKEFORGE_THREADS"] == env["OMP_NUM_THREADS"] == "2"
-    assert "--nproc 1 or fewer" in warning
+    assert warning.count(".") == 1 and warning.endswith(
+        "--nproc 2 with 2 threads each runs 4 threads on the 2 CPUs this process may use, so "
+        "they will wait for each other; use --threads 1 (or leave the count out to split the "
+        "CPUs).")
+
+
+def test_nproc_above_the_cpu_count_is_refused_without_cuda(monkeypatch):
+    """Each process holds a whole copy of the model and data: --nproc 64 on 2 CPUs took 17 GB
+    before it was refused."""
+    monkeypatch.setattr(threads, "available_cpus", lambda *a: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"^--nproc 3 starts more processes than the 2 CPUs "
+                       r"this process may use, .*; use --nproc 2 or fewer\.$"):
+        distributed.worker_env(3, None, {})
+    for bad in (0, -1):
+        with pytest.raises(ConfigError, match="--nproc must be a positive integer"):
+            distributed.worker_env(bad, None, {})
 
 
 def test_the_launchers_own_policy_is_not_passed_on_as_a_users_count(monkeypatch):
@@ -202,7 +215,7 @@ def test_the_launchers_own_policy_is_not_passed_on_as_a_users_count(monkeypatch)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own choice is passed on
     with threads.applied(threads.resolve()):
         env, warning = distributed.worker_env(2)
-    assert env["SPIKEFORGE_THREADS"] == "2" and "--nproc 1 or fewer" in warning
+    assert env["SPIKEFORGE_THREADS"] == "2" and "use --threads 1" in warning
 
 
 def test_config_json_and_bench_record_the_thread_count(tmp_path, capsys, monkeypatch):

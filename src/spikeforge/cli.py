@@ -21,7 +21,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from . import __version__, commands, memory, threads
+from . import __version__, commands, memory, threads, worker
 from .errors import SpikeforgeError, SpikeforgeWarning
 from .fileio import describe
 
@@ -130,26 +130,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args._threads:
             return int(args._run(args) or 0)
         memory.keep_freed_memory()
-        with threads.applied(threads.resolve(args.threads)):
+        policy = threads.resolve(args.threads)
+        if (policy.fixed and policy.threads > policy.cpus and not threads.under_torchrun()
+                and getattr(args, "nproc", None) is None):  # --nproc: its launcher warns
+            warnings.warn(SpikeforgeWarning(
+                f"{policy.source} asks for {policy.threads} threads on the {policy.cpus} CPUs "
+                "this process may use, so they will wait for each other; use "
+                f"{policy.cpus} or fewer, or leave the count out."), stacklevel=1)
+        with threads.applied(policy):
             return int(args._run(args) or 0)
     except SpikeforgeError as err:
-        print(f"spikeforge: error: {err}", file=sys.stderr)
+        _error(str(err))
         return 2
     except KeyboardInterrupt:
-        print("spikeforge: interrupted", file=sys.stderr)
+        if not worker.launched():  # the launcher says it, once
+            print("spikeforge: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # the reader (``| head``) went away: stop quietly, as other command-line tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as err:  # a file no command expected to fail: named, with the cause
-        print(f"spikeforge: error: {describe(err, verb='use')}", file=sys.stderr)
+        _error(describe(err, verb="use"))
         return 2
     except (MemoryError, RuntimeError) as err:
+        if worker.is_peer_lost(err):  # another worker failed: its status is the one to report
+            return worker.PEER_LOST
         if not isinstance(err, MemoryError) and not _OUT_OF_MEMORY.search(str(err)):
             raise
-        print(f"spikeforge: error: {out_of_memory(err)}", file=sys.stderr)
+        _error(out_of_memory(err))
         return 2
+
+
+def _error(sentence: str) -> None:
+    """Tell the user ``sentence`` on stderr, or, in a ``--nproc`` worker, its launcher."""
+    if not worker.report(sentence):
+        print(f"spikeforge: error: {sentence}", file=sys.stderr)
 
 
 #: PyTorch's words for a failed allocation: CPU (``DefaultCPUAllocator: can't allocate

@@ -66,19 +66,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="never download the dataset")
     parser.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
     parser.add_argument("--nproc", type=int, metavar="N",
-                        help="train with N processes on this machine (DDP through torchrun; "
-                             "-b is per process)")
+                        help="train with N processes on this machine (DDP, as torchrun "
+                             "--standalone; -b is per process)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import worker as worker_process
     from ..data.nmnist import usable_cache_dir
     from ..errors import ConfigError
     from ..train import distributed, recipes
     from ..train.trainer import Dist, fit, resume_config
 
-    if args.nproc is not None and not distributed.launched_by_torchrun():
-        return distributed.launch(args.nproc, distributed.strip_nproc(args.argv),
-                                  args.threads)
+    worker = distributed.launched_by_torchrun()
+    if args.nproc is not None and not worker:
+        status = distributed.launch(args.nproc, args.argv, args.threads)
+        if status == 130:
+            print(f"spikeforge: interrupted{interrupted_hint(_out_dir(args))}", file=sys.stderr)
+        return status
+    distributed.follow_launcher()
 
     overrides = {field: getattr(args, dest) for dest, field in FIELDS.items()}
     if args.data_dir:  # saved in config.json: eval, predict and --resume may run elsewhere
@@ -94,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                               "continues the run in RUN_DIR, drop --out-dir.")
         config = resume_config(Path(args.resume),
                                {"recipe": args.recipe, **overrides})
-        out_dir = Path(args.resume)
+        out_dir = _out_dir(args)
     else:
         if not args.recipe:
             raise ConfigError("name a recipe (spikeforge train fc-lif) or continue a run with "
@@ -102,10 +107,10 @@ def run(args: argparse.Namespace) -> int:
         recipes.recipe_defaults(args.recipe)
         file_settings = recipes.read_toml(args.config) if args.config else None
         config = recipes.resolve(args.recipe, file_settings, overrides, config_path=args.config)
-        out_dir = Path(args.out_dir or Path("runs") / args.recipe)
+        out_dir = _out_dir(args)
     if config.cache_dir is not None:  # checked before the run writes anything
         config.cache_dir = str(usable_cache_dir(config.cache_dir))
-    dist = distributed.setup(config.device) if distributed.launched_by_torchrun() else Dist()
+    dist = distributed.setup(config.device) if worker else Dist()
     try:
         with _terminate_as_interrupt():
             history = fit(config, out_dir, resume=bool(args.resume), overwrite=args.overwrite,
@@ -113,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                           log=lambda line: print(line, flush=True))
         dist.barrier()  # leave together: no rank tears down while another still writes
     except KeyboardInterrupt:
-        if dist.is_main:
+        if dist.is_main and not worker_process.launched():
             print(f"spikeforge: interrupted{interrupted_hint(out_dir)}", file=sys.stderr)
         return 130
     finally:
@@ -121,6 +126,11 @@ def run(args: argparse.Namespace) -> int:
     if history and dist.is_main:
         print(summary(history, out_dir, config.max_batches))
     return 0
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    """The run directory ``args`` name (``--resume``, ``--out-dir``, or runs/RECIPE)."""
+    return Path(args.resume or args.out_dir or Path("runs") / (args.recipe or ""))
 
 
 @contextlib.contextmanager

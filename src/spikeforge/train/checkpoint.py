@@ -41,6 +41,10 @@ from ..fileio import fsync_dir, write_bytes, writing
 FORMAT = "spikeforge-checkpoint-1"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
+#: The way on from a damaged checkpoint, for every command that reads one.
+OTHER_CHECKPOINT = ("use the run's other checkpoint (eval, predict, inspect, energy, export: "
+                    "--checkpoint best or last; train --resume reads last/ only), or train the "
+                    "run again with --overwrite")
 
 
 def _sha256(path: Path) -> str:
@@ -136,11 +140,11 @@ def check_resumable(state: dict[str, Any], state_path: str | os.PathLike) -> dic
         value = state.get(key)
         if not isinstance(value, kinds) or isinstance(value, bool):
             raise CheckpointError(f"{state_path} is damaged (its {key!r} is not {words}); "
-                                  "use another checkpoint.")
+                                  f"{OTHER_CHECKPOINT}.")
     if state["epoch"] < 0 or not all(isinstance(row, dict) for row in state["history"]) \
             or not isinstance(state["rng"].get("torch"), torch.Tensor):
         raise CheckpointError(f"{state_path} is damaged (its epoch, history or random state is "
-                              "malformed); use another checkpoint.")
+                              f"malformed); {OTHER_CHECKPOINT}.")
     return state
 
 
@@ -170,13 +174,13 @@ def load_state(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
         raise CheckpointError(f"{state_path} is damaged or not a spikeforge checkpoint "
-                              f"({_load_failure(err)}); use another checkpoint.") from None
+                              f"({_load_failure(err)}); {OTHER_CHECKPOINT}.") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{state_path} is not a spikeforge checkpoint (no "
                               f"'{FORMAT}' marker); point to a run written by spikeforge train.")
     if _sha256(weights) != state.get("weights_sha256"):
         raise CheckpointError(f"{weights} does not match {state_path} (SHA-256 differs): the "
-                              "weights file is damaged or was replaced; use another checkpoint.")
+                              f"weights file is damaged or was replaced; {OTHER_CHECKPOINT}.")
     return state
 
 

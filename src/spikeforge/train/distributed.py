@@ -1,7 +1,8 @@
-"""Multi-process training with PyTorch DDP, launched by ``torchrun``.
+"""Multi-process training with PyTorch DDP, launched by ``torchrun`` or ``--nproc``.
 
-torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` (and the rendezvous address) for each
-process; :func:`setup` joins the process group (gloo on CPU, NCCL on CUDA) and returns the
+The launcher (torchrun, or :func:`launch` for ``spikeforge train --nproc N``) sets ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK`` (and the rendezvous address) for each process; :func:`setup`
+joins the process group (gloo on CPU, NCCL on CUDA) and returns the
 :class:`~spikeforge.train.trainer.Dist` that the trainer uses:
 
 - every rank trains on its shard of each epoch's shuffled order (``order[rank::world_size]``),
@@ -17,23 +18,67 @@ N processes resumes with M.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import math
 import os
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.distributed as torch_dist
 from torch import Tensor, nn
 
 from .. import threads
-from ..errors import ConfigError
+from ..errors import ConfigError, SpikeforgeError
+from ..worker import ERROR_FILE_ENV, LAUNCHER_ENV, PEER_LOST
 from .trainer import Dist
 
+#: The variables a DDP launcher sets for every worker (torchrun, :func:`launch`, SLURM scripts).
+RENDEZVOUS_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+#: Seconds the other workers get to stop on their own after one failed, before SIGTERM.
+GRACE_S = 10.0
 
-def launched_by_torchrun() -> bool:
-    """True inside a process that torchrun (or another DDP launcher) started with N > 1."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+def launched_by_torchrun(environ: dict[str, str] | None = None) -> bool:
+    """True inside a process that torchrun (or another DDP launcher) started with N > 1.
+
+    Raises :class:`ConfigError` when ``WORLD_SIZE`` > 1 is set without the rest of the
+    rendezvous (``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``): a stray variable, not a launcher.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        world = int(env.get("WORLD_SIZE", "1") or 1)
+    except ValueError:
+        world = 0
+    if world == 1:
+        return False
+    missing = [name for name in RENDEZVOUS_ENV if not env.get(name, "").strip()]
+    if world < 1 or missing:
+        verb = "is" if len(missing) < 2 else "are"
+        raise ConfigError(f"WORLD_SIZE={env.get('WORLD_SIZE')!r} is set but "
+                          f"{', '.join(missing) or 'WORLD_SIZE'} {verb} not, so this is no DDP "
+                          "worker; unset WORLD_SIZE, or start the processes with torchrun or "
+                          "spikeforge train --nproc N.")
+    return True
+
+
+def follow_launcher() -> None:
+    """In a worker of :func:`launch`, get SIGTERM when the launcher dies, even by SIGKILL (Linux
+    ``prctl(PR_SET_PDEATHSIG)``), so no worker outlives it; stop at once if it already died."""
+    launcher = os.environ.get(LAUNCHER_ENV)
+    if not launcher or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if str(os.getppid()) != launcher:
+        raise KeyboardInterrupt
 
 
 def _all_reduce_sum(t: Tensor) -> Tensor:
@@ -72,44 +117,110 @@ def worker_env(nproc: int, threads_flag: int | None = None,
 
     The available CPUs are split between the workers (2 CPUs, ``--nproc 2``: 1 thread each);
     a count the user fixed (``--threads``, ``SPIKEFORGE_THREADS``, ``OMP_NUM_THREADS``) is
-    passed on as ``SPIKEFORGE_THREADS``. ``OMP_NUM_THREADS`` is always set, so torchrun does
-    not replace it with 1.
+    passed on as ``SPIKEFORGE_THREADS``. ``OMP_NUM_THREADS`` is always set. Raises
+    :class:`ConfigError` for ``nproc`` < 1, or, without CUDA, more processes than CPUs (each
+    holds a whole copy of the model and the data).
     """
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be a positive integer, got {nproc}.")
     env = dict(threads.user_environ() if environ is None else environ)
     policy = threads.resolve(threads_flag, env, processes=nproc)
+    if nproc > policy.cpus and not torch.cuda.is_available():
+        raise ConfigError(f"--nproc {nproc} starts more processes than the {policy.cpus} CPUs "
+                          "this process may use, each with its own copy of the model and the "
+                          f"data; use --nproc {policy.cpus} or fewer.")
     if policy.fixed:
         env[threads.ENV] = str(policy.threads)
     env["OMP_NUM_THREADS"] = str(policy.threads)
     warning = None
     if nproc * policy.threads > policy.cpus:
-        warning = (f"--nproc {nproc} runs {nproc * policy.threads} threads on the "
-                   f"{policy.cpus} CPUs this process may use, so they will wait for each other; "
-                   f"use --nproc {max(1, policy.cpus // policy.threads)} or fewer.")
+        warning = (f"--nproc {nproc} with {policy.threads} threads each runs "
+                   f"{nproc * policy.threads} threads on the {policy.cpus} CPUs this process may "
+                   f"use, so they will wait for each other; use --threads "
+                   f"{max(1, policy.cpus // nproc)} (or leave the count out to split the CPUs).")
     return env, warning
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def launch(nproc: int, argv: Sequence[str], threads_flag: int | None = None) -> int:
-    """``spikeforge train --nproc N ...``: run ``torchrun --standalone`` with N processes on this
-    machine, each running ``spikeforge <argv>`` with its share of the CPUs (:func:`worker_env`);
-    returns torchrun's exit status."""
-    if nproc < 1:
-        raise ConfigError(f"--nproc must be a positive integer, got {nproc}.")
+    """``spikeforge train --nproc N ...``: run ``spikeforge <argv>`` in N worker processes on this
+    machine, the DDP rendezvous at 127.0.0.1 (as ``torchrun --standalone``), each worker with its
+    share of the CPUs (:func:`worker_env`); return their exit status.
+
+    SIGINT, SIGTERM and SIGHUP reach the workers as SIGTERM (a second one as SIGKILL); a worker
+    that fails makes the others stop (SIGTERM after :data:`GRACE_S` s); the first rank's error
+    sentence is raised here as a :class:`SpikeforgeError`, once. Returns 130 after an interrupt.
+    """
     env, warning = worker_env(nproc, threads_flag)
     if warning:
         print(f"spikeforge: warning: {warning}", file=sys.stderr, flush=True)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", "-m", "spikeforge", *argv]
-    return subprocess.call(command, env=env)
+    env.update({"WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
+                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+                LAUNCHER_ENV: str(os.getpid())})
+    received: list[int] = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM if len(received) == 1 else signal.SIGKILL)
+
+    with tempfile.TemporaryDirectory(prefix="spikeforge-nproc-") as tmp:
+        errors = [Path(tmp) / f"rank{rank}.err" for rank in range(nproc)]
+        procs: list[subprocess.Popen] = []
+        handled = (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM))
+        previous = {sig: signal.signal(sig, forward) for sig in handled}
+        try:
+            for rank in range(nproc):
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "spikeforge", *argv], start_new_session=True,
+                    env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank),
+                         ERROR_FILE_ENV: str(errors[rank])}))
+            codes = _wait(procs)
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        messages = [path.read_text().strip() for path in errors if path.exists()]
+    messages = [m for m in messages if m]
+    if messages:
+        raise SpikeforgeError(messages[0])
+    if received or any(code in (130, -signal.SIGTERM) for code in codes):
+        return 130
+    if all(code == 0 for code in codes):
+        return 0
+    failed = [(rank, code) for rank, code in enumerate(codes) if code not in (0, PEER_LOST)]
+    if not failed:
+        raise SpikeforgeError("the training processes lost their connection to each other; "
+                              "continue the run with --resume.")
+    rank, code = failed[0]
+    if code < 0:
+        raise SpikeforgeError(f"training process {rank} was killed by "
+                              f"{signal.Signals(-code).name} (out of memory?); continue the run "
+                              "with --resume, with fewer --nproc or a smaller batch.")
+    return code
 
 
-def strip_nproc(argv: Sequence[str]) -> list[str]:
-    """``argv`` without ``--nproc N`` / ``--nproc=N``."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            out.append(arg)
-    return out
+def _wait(procs: list[subprocess.Popen]) -> list[int]:
+    """Wait for every worker; once one has failed, SIGTERM the rest after :data:`GRACE_S` s."""
+    failed_at = None
+    while True:
+        codes = [proc.poll() for proc in procs]
+        if all(code is not None for code in codes):
+            return codes
+        if failed_at is None and any(code not in (None, 0) for code in codes):
+            failed_at = time.monotonic()
+        if failed_at is not None and time.monotonic() - failed_at > GRACE_S:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+            failed_at = math.inf
+        time.sleep(0.1)

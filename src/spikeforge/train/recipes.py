@@ -195,6 +195,11 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
             from None
 
 
+#: a TrainConfig field's type → what its value must be, in words
+_KIND_WORDS = (("bool", "true or false"), ("int", "a whole number"), ("float", "a number"),
+               ("dict", "a table of numbers"), ("str", "text"))
+
+
 def _coerce(key: str, value: Any, where: str) -> Any:
     """Check ``value`` against the type of field ``key`` (ints for floats are fine)."""
     kinds = {f.name: f.type for f in fields(TrainConfig)}
@@ -220,7 +225,10 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise ConfigError(f"{flag(key)} in {where} must be of type {kind}, got {value!r}.")
+        words = next(w for prefix, w in _KIND_WORDS if kind.startswith(prefix))
+        raise ConfigError(f"{flag(key)} in {where} must be {words}"
+                          f"{' (or left out)' if 'None' in kind else ''}, got {value!r}; "
+                          "give it such a value.")
     return value
 
 

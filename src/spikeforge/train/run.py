@@ -77,7 +77,9 @@ def read_config(run_dir: str | os.PathLike) -> tuple[TrainConfig, dict[str, Any]
         raise CheckpointError(f"{run_dir} holds no {CONFIG}; it is not a spikeforge run "
                               "directory.") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path} is damaged ({err}); the run cannot be read.") from None
+        raise CheckpointError(f"{path} is damaged ({err}); repair it (it is plain JSON; another "
+                              "run's config.json shows every key) or train the run again with "
+                              "--overwrite.") from None
     if not isinstance(raw, dict) or raw.get("format") != RUN_FORMAT:
         raise CheckpointError(f"{path} is not a spikeforge run config (no format "
                               f"'{RUN_FORMAT}'); point to a run written by `spikeforge train`.")

@@ -62,6 +62,7 @@ from .run import (
     write_config,
     write_metrics,
 )
+from .runlock import RunLock
 
 
 @dataclass
@@ -118,11 +119,21 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         overwrite: bool = False, dist: Dist | None = None, show_progress: bool = True,
         log: Callable[[str], None] = print) -> list[dict[str, float]]:
     """Train ``config`` into ``out_dir`` (new, or resumed from its ``last/``); return the
-    metrics rows of every completed epoch."""
+    metrics rows of every completed epoch. Rank 0 holds ``out_dir``'s :class:`RunLock`
+    throughout: another ``train`` of the folder is refused (:class:`ConfigError`)."""
     if resume and overwrite:
         raise ConfigError("--overwrite cannot be combined with --resume; choose one.")
     dist = dist or Dist()
-    out_dir = Path(out_dir)
+    with RunLock(Path(out_dir)) as lock:
+        if dist.is_main:
+            lock.acquire()
+        return _fit(config, lock, resume=resume, overwrite=overwrite, dist=dist,
+                    show_progress=show_progress, log=log)
+
+
+def _fit(config: TrainConfig, lock: RunLock, *, resume: bool, overwrite: bool, dist: Dist,
+         show_progress: bool, log: Callable[[str], None]) -> list[dict[str, float]]:
+    out_dir = lock.run_dir
     device = resolve_device(config.device)
     state = None
     if resume:
@@ -180,6 +191,7 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
             clear_run(out_dir)
         with writing(out_dir):
             out_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
         discard_stale_files(out_dir)
         write_config(out_dir, config)
         write_metrics(out_dir, history)
