@@ -39,15 +39,16 @@ import machine_info  # noqa: E402
 import results_md  # noqa: E402
 import speed_baselines  # noqa: E402
 import speed_frameworks  # noqa: E402
+from targets import TARGETS  # noqa: E402
 
 from spikeforge.commands import bench as sf_bench  # noqa: E402
 
-#: recipe → (T, batch, framework the target is against, target ratio, timed steps per round)
+#: recipe → (T, batch, timed steps per round); the targets are in targets.py
 RECIPES = {
-    "fc-lif": (100, 64, "spikingjelly-ss", 20.0, 5),
-    "csnn": (4, 128, "spikingjelly-ms", 3.0, 2),
-    "nmnist-csnn": (300, 128, "snntorch", 5.0, 1),
-    "rleaky": (10, 128, "snntorch", 4.0, 10),
+    "fc-lif": (100, 64, 5),
+    "csnn": (4, 128, 2),
+    "nmnist-csnn": (300, 128, 1),
+    "rleaky": (10, 128, 10),
 }
 #: the heaviest convolution of each recipe, (batch, in, out, size, kernel), for the peak.
 CONV_PEAK = {"csnn": (512, 64, 64, 14, 3), "nmnist-csnn": (4096, 12, 32, 15, 5)}
@@ -150,7 +151,7 @@ def _time(fn, n: int) -> list[float]:
 
 
 def bench_recipe(recipe: str, rounds: int, amp: bool, log) -> dict:
-    steps, batch, _, _, iters = RECIPES[recipe]
+    steps, batch, iters = RECIPES[recipe]
     x, y, steps = data(recipe)
     fws = {name: make(x, y, steps) for name, make in makers(recipe, amp).items()}
     for name, (train, evaluate) in fws.items():
@@ -228,7 +229,7 @@ def table(results: dict) -> str:
 def targets(results: dict) -> str:
     lines = ["| recipe | target | train: got | eval: got | met? |", "|---|---|---:|---:|---|"]
     for recipe, r in results["recipes"].items():
-        _, _, against, goal, _ = RECIPES[recipe]
+        against, goal = TARGETS[recipe]
         fws = r["frameworks"]
         if against not in fws:
             lines.append(f"| {recipe} | ≥ {goal:g}× {against} | – | – | {against} not installed |")

@@ -47,13 +47,14 @@ sys.path.insert(0, str(HERE))
 
 import machine_info  # noqa: E402
 import results_md  # noqa: E402
+from targets import BENCH_AGREEMENT, TARGETS  # noqa: E402
 
-#: recipe → (batch size, batches per run, reference framework of the target, T of its loop)
+#: recipe → (batch size, batches per run, T of its loop); the reference of each: targets.py
 RECIPES = {
-    "fc-lif": (64, 200, "spikingjelly-ss", 100),
-    "csnn": (128, 20, "spikingjelly-ms", 4),
-    "nmnist-csnn": (128, 5, "snntorch", 300),
-    "rleaky": (128, 200, "snntorch", 10),
+    "fc-lif": (64, 200, 100),
+    "csnn": (128, 20, 4),
+    "nmnist-csnn": (128, 5, 300),
+    "rleaky": (128, 200, 10),
 }
 LOADS = ("quiet", "busy", "spikeforge", "nproc2")
 
@@ -107,7 +108,7 @@ def reference_framework(recipe: str) -> str:
     """The target's framework when it imports here, else ``plain-pytorch``."""
     import speed_frameworks
 
-    name = RECIPES[recipe][2]
+    name = TARGETS[recipe][0]
     try:
         speed_frameworks.MAKERS[recipe][name](*_tiny_batch(recipe))
     except ImportError:
@@ -144,7 +145,7 @@ def _reference_child(recipe: str, framework: str, batches: int, data_dir: str | 
     from spikeforge.commands import bench
     from spikeforge.data.static import load_dataset
 
-    batch, _, _, steps = RECIPES[recipe]
+    batch, _, steps = RECIPES[recipe]
     if recipe == "nmnist-csnn":
         x, y = bench.nmnist_batch(batch, steps, data_dir)
     else:
@@ -188,7 +189,7 @@ def load(kind: str, recipe: str, data: dict, tmp: Path):
 
 
 def bench_recipe(recipe: str, args, data: dict, tmp: Path, log) -> dict:
-    batch, default_batches, _, _ = RECIPES[recipe]
+    batch, default_batches, _ = RECIPES[recipe]
     batches = args.batches or default_batches
     nproc = ["--nproc", "2"] if args.load == "nproc2" else []
     framework = reference_framework(recipe)
@@ -256,6 +257,8 @@ def tables(results: dict) -> str:
                            f"{', '.join(used)} |")
         out.append("")
     quiet = results["loads"].get("quiet")
+    if quiet:
+        out += [_targets(quiet), ""]
     out += ["| load | recipe | default train img/s | ÷ quiet default | ÷ best fixed --threads |",
             "|---|---|---:|---:|---:|"]
     for kind, entry in results["loads"].items():
@@ -268,6 +271,28 @@ def tables(results: dict) -> str:
             best = _ratio(ours, max(fixed)) if fixed else "–"
             out.append(f"| {kind} | {recipe} | {ours:,.1f} | {keep} | {best} |")
     return "\n".join(out)
+
+
+def _targets(quiet: dict) -> str:
+    """The quiet load against the targets: ratios over the reference, and bench's agreement."""
+    lines = ["| recipe (quiet) | target | train: got | eval: got | `spikeforge bench` ÷ train "
+             f"(target within {BENCH_AGREEMENT:.0%}) | met? |", "|---|---|---:|---:|---:|---|"]
+    for recipe, r in quiet["recipes"].items():
+        against, goal = TARGETS[recipe]
+        runs = r["runs"]
+        ours, bench = runs["spikeforge train"], runs["spikeforge bench"]
+        agree = bench["train_img_s"] / ours["train_img_s"]
+        agreed = abs(agree - 1) <= BENCH_AGREEMENT
+        if r["reference"] != against or against not in runs:
+            lines.append(f"| {recipe} | ≥ {goal:g}× {against} | – | – | {agree:.2f}× | "
+                         f"{against} not timed |")
+            continue
+        tr = ours["train_img_s"] / runs[against]["train_img_s"]
+        ev = ours["eval_img_s"] / runs[against]["eval_img_s"]
+        met = "yes" if tr >= goal and ev >= goal and agreed else "no"
+        lines.append(f"| {recipe} | ≥ {goal:g}× {against} | {tr:.2f}× | {ev:.2f}× | "
+                     f"{agree:.2f}× | {met} |")
+    return "\n".join(lines)
 
 
 def write_results_md(results: dict, tag: str | None) -> None:
