@@ -19,9 +19,10 @@ from safetensors.torch import load_file
 from test_train_synthetic import write_mnist
 
 from spikeforge import cli, worker
-from spikeforge.errors import ConfigError
-from spikeforge.train.distributed import launched_by_torchrun
-from spikeforge.worker import LAUNCHER_ENV
+from spikeforge.errors import ConfigError, SpikeforgeError
+from spikeforge.train import distributed
+from spikeforge.train.distributed import launched_by_torchrun, outcome
+from spikeforge.worker import LAUNCHER_ENV, PEER_LOST
 
 
 def _env() -> dict[str, str]:
@@ -164,10 +165,21 @@ def test_stopping_the_launcher_stops_every_worker(sig, runs, tmp_path):
     ({"WORLD_SIZE": "2"}, "WORLD_SIZE='2' is set but RANK, MASTER_ADDR, MASTER_PORT are not"),
     ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1"},
      "WORLD_SIZE='2' is set but MASTER_PORT is not"),
-    ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is set but"),
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not a number of processes"),
+    ({"WORLD_SIZE": "0"}, "WORLD_SIZE='0' is not a number of processes"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "abc"},
+     "MASTER_PORT='abc' is not a whole number"),
+    ({"WORLD_SIZE": "2", "RANK": "x", "MASTER_ADDR": "h", "MASTER_PORT": "1"},
+     "RANK='x' is not a whole number"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "1", "LOCAL_RANK": "z"},
+     "LOCAL_RANK='z' is not a whole number"),
+    # a rank the group cannot hold waited silently for the 30-minute rendezvous timeout
+    ({"WORLD_SIZE": "2", "RANK": "5", "MASTER_ADDR": "h", "MASTER_PORT": "1"},
+     "RANK=5 is not below WORLD_SIZE=2"),
 ])
-def test_a_stray_world_size_is_refused_not_taken_for_a_launcher(environ, message):
-    with pytest.raises(ConfigError, match=re.escape(message)):
+def test_stray_or_broken_rendezvous_variables_are_refused(environ, message):
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + ".*; unset them, or start "
+                       "the processes with torchrun or spikeforge train --nproc N\\.$"):
         launched_by_torchrun(environ)
 
 
@@ -181,9 +193,64 @@ def test_a_whole_rendezvous_or_none_is_a_launcher_or_not():
 def test_a_worker_hands_its_error_to_the_launcher_and_stays_quiet(tmp_path, monkeypatch, capsys):
     error_file = tmp_path / "rank1.err"
     monkeypatch.setenv(worker.ERROR_FILE_ENV, str(error_file))
+    monkeypatch.setattr(os, "getppid", lambda: 4242)  # the launcher, as follow_launcher checks
+    monkeypatch.setenv(worker.LAUNCHER_ENV, "4242")
+    monkeypatch.setattr(distributed.ctypes, "CDLL", lambda *a, **k: None)  # no prctl on pytest
     assert cli.main(["train", "no-such-recipe"]) == 2
     assert capsys.readouterr().err == ""
     assert error_file.read_text().startswith("unknown recipe 'no-such-recipe'")
+
+
+@pytest.mark.parametrize("codes, stopped, interrupted, expected", [
+    ([0, 0], set(), False, 0),
+    ([2, PEER_LOST], set(), False, "no sentence"),
+    ([1, PEER_LOST], set(), False, 1),  # a bug: the worker printed its traceback itself
+    ([PEER_LOST, 1], set(), False, 1),
+    # a worker killed while the other was still starting: the other is stopped by the launcher,
+    # and that SIGTERM is no interrupt of the user's
+    ([-signal.SIGKILL, -signal.SIGTERM], {1}, False,
+     "training process 0 was killed by SIGKILL (out of memory?); continue the run with --resume, "
+     "with fewer --nproc or a smaller batch."),
+    ([PEER_LOST, -signal.SIGSEGV], set(), False,
+     "training process 1 was killed by SIGSEGV; continue the run with --resume."),
+    ([-signal.SIGTERM, -signal.SIGTERM], set(), False, 130),  # kill -TERM of the workers
+    ([0, 130], set(), True, 130),
+    ([PEER_LOST, PEER_LOST], set(), False, "the training processes lost their connection"),
+])
+def test_the_launchers_status_names_the_worker_that_failed(codes, stopped, interrupted,
+                                                           expected):
+    messages = ["--data-dir x is empty; give the folder."] if expected == "no sentence" else []
+    if expected == "no sentence":
+        with pytest.raises(SpikeforgeError, match=r"^--data-dir x is empty"):
+            outcome(codes, stopped, interrupted, messages)
+    elif isinstance(expected, str):
+        with pytest.raises(SpikeforgeError, match="^" + re.escape(expected)):
+            outcome(codes, stopped, interrupted, messages)
+    else:
+        assert outcome(codes, stopped, interrupted, messages) == expected
+
+
+def test_nproc_one_trains_in_this_process(runs, tmp_path, capsys):
+    """A worker of `--nproc 1` once saw WORLD_SIZE=1, took itself for no worker and launched
+    again: 17 nested processes in 20 s."""
+    _, data, _, _ = runs
+    argv = ["train", "rleaky", "-T", "2", "-b", "32", "--epochs", "1", "--max-batches", "2",
+            "--data-dir", str(data), "--out-dir", str(tmp_path / "run"), "--no-progress",
+            "--nproc", "1"]
+    assert cli.main(argv) == 0
+    assert "epoch 1/1" in capsys.readouterr().out
+
+
+def test_stray_worker_variables_alone_change_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(worker.LAUNCHER_ENV, "1")
+    assert not worker.launched()
+    assert cli.main(["train", "no-such-recipe"]) == 2
+    assert capsys.readouterr().err.startswith("spikeforge: error: unknown recipe")
+    monkeypatch.delenv(worker.LAUNCHER_ENV)
+    monkeypatch.setenv(worker.ERROR_FILE_ENV, str(tmp_path / "err"))
+    assert cli.main(["train", "no-such-recipe"]) == 2
+    assert capsys.readouterr().err.startswith("spikeforge: error: unknown recipe")
+    assert not (tmp_path / "err").exists()
 
 
 def test_only_a_lost_peer_counts_as_one(monkeypatch):

@@ -56,3 +56,37 @@ def test_train_refuses_a_run_another_train_is_writing(tmp_path, capsys):
                                                "it to finish (or stop it), then try again.\n")
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     assert cli.main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
+
+
+def test_a_new_run_locks_its_folder_before_checking_it(tmp_path, capsys, monkeypatch):
+    """Two new trainings of one missing folder both passed the check and then wrote it in turn
+    (with --overwrite the second one cleared the first's run): the folder is now made and
+    locked first, so the second is refused before it checks, clears or writes anything."""
+    data = write_mnist(tmp_path / "mnist", n_train=64, n_test=32)
+    run = tmp_path / "run"
+    from spikeforge.train import trainer
+
+    seen = []
+
+    def check_while_another_waits(out_dir, overwrite):
+        seen.append(out_dir)
+        with pytest.raises(ConfigError, match="is being written by another spikeforge train"):
+            RunLock(out_dir).acquire()  # the second training, arriving now
+        return check(out_dir, overwrite)
+
+    check = trainer.check_out_dir
+    monkeypatch.setattr(trainer, "check_out_dir", check_while_another_waits)
+    argv = ["train", "rleaky", "--epochs", "1", "--out-dir", str(run), "--data-dir", str(data),
+            "--no-progress", "-b", "32", "-T", "2"]
+    assert cli.main(argv) == 0
+    assert seen == [run]
+
+
+def test_a_new_run_that_fails_to_start_leaves_no_folder(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = tmp_path / "parent" / "run"
+    assert cli.main(["train", "rleaky", "--out-dir", str(run), "--data-dir", str(empty),
+                     "--no-download", "--no-progress"]) == 2
+    assert "spikeforge: error:" in capsys.readouterr().err
+    assert not run.exists()

@@ -26,18 +26,18 @@ _PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken p
 
 
 def launched() -> bool:
-    """Whether this process is a worker that ``spikeforge train --nproc`` started."""
-    return bool(os.environ.get(LAUNCHER_ENV))
+    """Whether this process is a worker that ``spikeforge train --nproc`` started (it sets both
+    variables; one alone is a stray setting, ignored)."""
+    return bool(os.environ.get(LAUNCHER_ENV) and os.environ.get(ERROR_FILE_ENV))
 
 
 def report(message: str) -> bool:
     """Hand ``message`` (an error sentence) to the launcher; False outside such a worker (print
     it yourself)."""
-    path = os.environ.get(ERROR_FILE_ENV)
-    if not path:
+    if not launched():
         return False
     with contextlib.suppress(OSError):
-        Path(path).write_text(message)
+        Path(os.environ[ERROR_FILE_ENV]).write_text(message)
     return True
 
 

@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     from ..train.trainer import Dist, fit, resume_config
 
     worker = distributed.launched_by_torchrun()
-    if args.nproc is not None and not worker:
+    launcher = args.nproc is not None and args.nproc != 1  # --nproc 1: this process trains
+    if launcher and not worker and not worker_process.launched():
         status = distributed.launch(args.nproc, args.argv, args.threads)
         if status == 130:
             print(f"spikeforge: interrupted{interrupted_hint(_out_dir(args))}", file=sys.stderr)

@@ -35,7 +35,7 @@ import torch
 import torch.distributed as torch_dist
 from torch import Tensor, nn
 
-from .. import threads
+from .. import threads, worker
 from ..errors import ConfigError, SpikeforgeError
 from ..worker import ERROR_FILE_ENV, LAUNCHER_ENV, PEER_LOST
 from .trainer import Dist
@@ -49,36 +49,48 @@ GRACE_S = 10.0
 def launched_by_torchrun(environ: dict[str, str] | None = None) -> bool:
     """True inside a process that torchrun (or another DDP launcher) started with N > 1.
 
-    Raises :class:`ConfigError` when ``WORLD_SIZE`` > 1 is set without the rest of the
-    rendezvous (``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``): a stray variable, not a launcher.
+    Raises :class:`ConfigError` when ``WORLD_SIZE`` is set but is no process count, or is > 1
+    without the rest of a usable rendezvous (``RANK`` below it, ``MASTER_ADDR``, a numeric
+    ``MASTER_PORT``, ``LOCAL_RANK`` a number if set): stray variables, not a launcher.
     """
     env = os.environ if environ is None else environ
-    try:
-        world = int(env.get("WORLD_SIZE", "1") or 1)
-    except ValueError:
-        world = 0
+    fix = "unset them, or start the processes with torchrun or spikeforge train --nproc N."
+    text = env.get("WORLD_SIZE", "1").strip() or "1"
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"WORLD_SIZE={text!r} is not a number of processes; {fix}")
+    world = int(text)
     if world == 1:
         return False
     missing = [name for name in RENDEZVOUS_ENV if not env.get(name, "").strip()]
-    if world < 1 or missing:
+    if missing:
         verb = "is" if len(missing) < 2 else "are"
-        raise ConfigError(f"WORLD_SIZE={env.get('WORLD_SIZE')!r} is set but "
-                          f"{', '.join(missing) or 'WORLD_SIZE'} {verb} not, so this is no DDP "
-                          "worker; unset WORLD_SIZE, or start the processes with torchrun or "
-                          "spikeforge train --nproc N.")
+        raise ConfigError(f"WORLD_SIZE={text!r} is set but {', '.join(missing)} {verb} not, so "
+                          f"this is no DDP worker; {fix}")
+    for name in ("RANK", "MASTER_PORT", "LOCAL_RANK"):
+        value = env.get(name, "0").strip()
+        if not value.isdigit():
+            raise ConfigError(f"{name}={value!r} is not a whole number; {fix}")
+    if int(env["RANK"]) >= world:
+        raise ConfigError(f"RANK={env['RANK'].strip()} is not below WORLD_SIZE={world}, so no "
+                          f"process group can hold it; {fix}")
     return True
 
 
 def follow_launcher() -> None:
     """In a worker of :func:`launch`, get SIGTERM when the launcher dies, even by SIGKILL (Linux
     ``prctl(PR_SET_PDEATHSIG)``), so no worker outlives it; stop at once if it already died."""
-    launcher = os.environ.get(LAUNCHER_ENV)
-    if not launcher or not sys.platform.startswith("linux"):
+    if not worker.launched() or not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if str(os.getppid()) != launcher:
-        raise KeyboardInterrupt
+    launcher = os.environ[LAUNCHER_ENV]
+    if str(os.getppid()) != launcher:  # gone already, or stray variables
+        for name in (LAUNCHER_ENV, ERROR_FILE_ENV):
+            os.environ.pop(name, None)  # so the sentence below reaches stderr
+        raise ConfigError(f"{LAUNCHER_ENV} names process {launcher}, which "
+                          "is not this process's parent; unset it and "
+                          f"{ERROR_FILE_ENV} (spikeforge train --nproc sets them for its "
+                          "workers).")
 
 
 def _all_reduce_sum(t: Tensor) -> Tensor:
@@ -152,7 +164,8 @@ def launch(nproc: int, argv: Sequence[str], threads_flag: int | None = None) -> 
     machine, the DDP rendezvous at 127.0.0.1 (as ``torchrun --standalone``), each worker with its
     share of the CPUs (:func:`worker_env`); return their exit status.
 
-    SIGINT, SIGTERM and SIGHUP reach the workers as SIGTERM (a second one as SIGKILL); a worker
+    SIGINT, SIGTERM and SIGHUP reach the workers as SIGTERM (a second one as SIGKILL), Ctrl-Z
+    (SIGTSTP) stops them with the launcher and SIGCONT continues them; a worker
     that fails makes the others stop (SIGTERM after :data:`GRACE_S` s); the first rank's error
     sentence is raised here as a :class:`SpikeforgeError`, once. Returns 130 after an interrupt.
     """
@@ -166,22 +179,30 @@ def launch(nproc: int, argv: Sequence[str], threads_flag: int | None = None) -> 
 
     def forward(signum, frame):
         received.append(signum)
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM if len(received) == 1 else signal.SIGKILL)
+        _signal_all(procs, signal.SIGTERM if len(received) == 1 else signal.SIGKILL)
+
+    def suspend(signum, frame):  # Ctrl-Z: the workers (in their own sessions) stop too
+        _signal_all(procs, signal.SIGSTOP)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    def resume(signum, frame):
+        _signal_all(procs, signal.SIGCONT)
 
     with tempfile.TemporaryDirectory(prefix="spikeforge-nproc-") as tmp:
         errors = [Path(tmp) / f"rank{rank}.err" for rank in range(nproc)]
         procs: list[subprocess.Popen] = []
-        handled = (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM))
-        previous = {sig: signal.signal(sig, forward) for sig in handled}
+        handlers = {signal.SIGINT: forward, signal.SIGTERM: forward}
+        for name, handler in (("SIGHUP", forward), ("SIGTSTP", suspend), ("SIGCONT", resume)):
+            if hasattr(signal, name):  # POSIX
+                handlers[getattr(signal, name)] = handler
+        previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
         try:
             for rank in range(nproc):
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "spikeforge", *argv], start_new_session=True,
                     env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank),
                          ERROR_FILE_ENV: str(errors[rank])}))
-            codes = _wait(procs)
+            codes, stopped = _wait(procs)
         finally:
             for proc in procs:
                 if proc.poll() is None:
@@ -190,37 +211,57 @@ def launch(nproc: int, argv: Sequence[str], threads_flag: int | None = None) -> 
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         messages = [path.read_text().strip() for path in errors if path.exists()]
-    messages = [m for m in messages if m]
+    return outcome(codes, stopped, bool(received), [m for m in messages if m])
+
+
+def outcome(codes: list[int], stopped: set[int], interrupted: bool, messages: list[str]) -> int:
+    """The launcher's exit status from its workers' ``codes`` (``stopped``: the ranks it
+    terminated itself after another failed; ``messages``: their error sentences by rank).
+    Raises :class:`SpikeforgeError` with the first sentence, or for a worker killed by a
+    signal; returns 130 after an interrupt, else the first failing worker's own status."""
     if messages:
         raise SpikeforgeError(messages[0])
-    if received or any(code in (130, -signal.SIGTERM) for code in codes):
+    if interrupted:
         return 130
-    if all(code == 0 for code in codes):
-        return 0
-    failed = [(rank, code) for rank, code in enumerate(codes) if code not in (0, PEER_LOST)]
-    if not failed:
+    own = [(rank, code) for rank, code in enumerate(codes)
+           if code not in (0, PEER_LOST) and rank not in stopped]
+    if not own:
+        if all(code == 0 for code in codes):
+            return 0
         raise SpikeforgeError("the training processes lost their connection to each other; "
                               "continue the run with --resume.")
-    rank, code = failed[0]
+    rank, code = own[0]
+    if code in (130, -signal.SIGTERM, -signal.SIGINT):  # stopped from outside, not by us
+        return 130
     if code < 0:
-        raise SpikeforgeError(f"training process {rank} was killed by "
-                              f"{signal.Signals(-code).name} (out of memory?); continue the run "
-                              "with --resume, with fewer --nproc or a smaller batch.")
+        name = signal.Signals(-code).name
+        cause = " (out of memory?)" if -code == signal.SIGKILL else ""
+        raise SpikeforgeError(f"training process {rank} was killed by {name}{cause}; continue "
+                              "the run with --resume" + (", with fewer --nproc or a smaller "
+                                                          "batch." if cause else "."))
     return code
 
 
-def _wait(procs: list[subprocess.Popen]) -> list[int]:
-    """Wait for every worker; once one has failed, SIGTERM the rest after :data:`GRACE_S` s."""
-    failed_at = None
+def _signal_all(procs: list[subprocess.Popen], sig: int) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+
+
+def _wait(procs: list[subprocess.Popen]) -> tuple[list[int], set[int]]:
+    """Wait for every worker; once one has failed, SIGTERM the rest after :data:`GRACE_S` s.
+    Returns the exit statuses and the ranks stopped here that way."""
+    failed_at, stopped = None, set()
     while True:
         codes = [proc.poll() for proc in procs]
         if all(code is not None for code in codes):
-            return codes
+            return codes, stopped
         if failed_at is None and any(code not in (None, 0) for code in codes):
             failed_at = time.monotonic()
         if failed_at is not None and time.monotonic() - failed_at > GRACE_S:
-            for proc in procs:
+            for rank, proc in enumerate(procs):
                 if proc.poll() is None:
                     proc.terminate()
+                    stopped.add(rank)
             failed_at = math.inf
         time.sleep(0.1)

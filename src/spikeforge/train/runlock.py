@@ -50,6 +50,11 @@ class RunLock:
             return
         self._fd = fd
 
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._fd is not None
+
     def release(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):

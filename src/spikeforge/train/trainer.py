@@ -23,6 +23,7 @@ training (checkpoints hold the unwrapped one), and only rank 0 writes to the run
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import time
@@ -124,11 +125,25 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     if resume and overwrite:
         raise ConfigError("--overwrite cannot be combined with --resume; choose one.")
     dist = dist or Dist()
-    with RunLock(Path(out_dir)) as lock:
+    out_dir = Path(out_dir)
+    with RunLock(out_dir) as lock:
+        created = False
         if dist.is_main:
+            if not resume and not out_dir.exists():
+                # made and locked before anything checks or clears it: two new trainings of
+                # one folder cannot both find it missing and then write it in turn
+                with writing(out_dir):
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                created = True
             lock.acquire()
-        return _fit(config, lock, resume=resume, overwrite=overwrite, dist=dist,
-                    show_progress=show_progress, log=log)
+        try:
+            return _fit(config, lock, resume=resume, overwrite=overwrite, dist=dist,
+                        show_progress=show_progress, log=log)
+        except BaseException:
+            if created and lock.held:
+                with contextlib.suppress(OSError):
+                    out_dir.rmdir()  # only while still empty: a failed start leaves nothing
+            raise
 
 
 def _fit(config: TrainConfig, lock: RunLock, *, resume: bool, overwrite: bool, dist: Dist,
@@ -191,7 +206,6 @@ def _fit(config: TrainConfig, lock: RunLock, *, resume: bool, overwrite: bool, d
             clear_run(out_dir)
         with writing(out_dir):
             out_dir.mkdir(parents=True, exist_ok=True)
-        lock.acquire()
         discard_stale_files(out_dir)
         write_config(out_dir, config)
         write_metrics(out_dir, history)
