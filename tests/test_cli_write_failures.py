@@ -251,3 +251,28 @@ def test_a_file_where_an_output_folder_is_needed(finished_run, tmp_path, capsys)
           f"cannot write {tmp_path / 'figures' / 'acc.png'} (File exists); a file stands where "
           "a folder is needed; move it or choose another path.")
     assert (tmp_path / "figures").read_text() == "notes"
+
+
+def test_an_overwrite_that_cannot_remove_the_old_run_keeps_it_a_run(run_copy, mnist_dir,
+                                                                     capsys, monkeypatch):
+    """A file that may not be deleted (``chattr +i``) stopped --overwrite half-way with the
+    config gone: the folder held no run any more and a second --overwrite was refused. The
+    config now goes last, the error names what could not be removed, and once that is fixed
+    --overwrite works."""
+    real_rmtree = shutil.rmtree
+
+    def immutable_last(path, *args, **kwargs):
+        if os.path.basename(path) == "last":
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), str(path))
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", immutable_last)
+    argv = ["train", "fc-lif", "-T", "2", "-b", "16", "--epochs", "1", "--data-dir",
+            str(mnist_dir), "--out-dir", str(run_copy), "--overwrite", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"spikeforge: error: cannot write {run_copy / 'last'} (") \
+        and err.count("\n") == 1
+    assert (run_copy / "config.json").is_file()
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    assert main(argv) == 0

@@ -89,4 +89,4 @@ def test_a_new_run_that_fails_to_start_leaves_no_folder(tmp_path, capsys):
     assert cli.main(["train", "rleaky", "--out-dir", str(run), "--data-dir", str(empty),
                      "--no-download", "--no-progress"]) == 2
     assert "spikeforge: error:" in capsys.readouterr().err
-    assert not run.exists()
+    assert not (tmp_path / "parent").exists()  # nor the parent it made for it

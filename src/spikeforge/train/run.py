@@ -139,9 +139,13 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 
 def clear_run(out_dir: Path) -> None:
-    """Remove everything in a run directory (``--overwrite``)."""
+    """Remove everything in a run directory (``--overwrite``), its ``config.json`` last: if a
+    removal fails (a file that may not be deleted), the folder still holds a run, which the
+    error names, and ``--overwrite`` can be given again once that is fixed."""
     with writing(out_dir):
-        for entry in out_dir.iterdir():
+        entries = sorted(out_dir.iterdir(), key=lambda entry: entry.name == CONFIG)
+    for entry in entries:
+        with writing(entry):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:

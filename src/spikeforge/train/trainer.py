@@ -23,7 +23,6 @@ training (checkpoints hold the unwrapped one), and only rank 0 writes to the run
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import time
@@ -127,23 +126,35 @@ def fit(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     dist = dist or Dist()
     out_dir = Path(out_dir)
     with RunLock(out_dir) as lock:
-        created = False
+        created: list[Path] = []  # the folders made here, deepest first
         if dist.is_main:
-            if not resume and not out_dir.exists():
+            if not resume:
                 # made and locked before anything checks or clears it: two new trainings of
                 # one folder cannot both find it missing and then write it in turn
+                created = _missing_folders(out_dir)
                 with writing(out_dir):
                     out_dir.mkdir(parents=True, exist_ok=True)
-                created = True
             lock.acquire()
         try:
             return _fit(config, lock, resume=resume, overwrite=overwrite, dist=dist,
                         show_progress=show_progress, log=log)
         except BaseException:
-            if created and lock.held:
-                with contextlib.suppress(OSError):
-                    out_dir.rmdir()  # only while still empty: a failed start leaves nothing
+            if lock.held:  # a failed start leaves none of the folders it made while empty
+                for folder in created:
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break
             raise
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and not path.is_symlink() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
 
 
 def _fit(config: TrainConfig, lock: RunLock, *, resume: bool, overwrite: bool, dist: Dist,
