@@ -78,7 +78,8 @@ def launched_by_torchrun(environ: dict[str, str] | None = None) -> bool:
 
 def follow_launcher() -> None:
     """In a worker of :func:`launch`, get SIGTERM when the launcher dies, even by SIGKILL (Linux
-    ``prctl(PR_SET_PDEATHSIG)``), so no worker outlives it; stop at once if it already died."""
+    ``prctl(PR_SET_PDEATHSIG)``), so no worker outlives it. Raises :class:`ConfigError` when the
+    launcher it names is not its parent (gone already, or stray variables)."""
     if not worker.launched() or not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):
