@@ -71,15 +71,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import worker as worker_process
+    from .. import worker
     from ..data.nmnist import usable_cache_dir
     from ..errors import ConfigError
     from ..train import distributed, recipes
     from ..train.trainer import Dist, fit, resume_config
 
-    worker = distributed.launched_by_torchrun()
+    ddp_worker = distributed.launched_by_torchrun()
     launcher = args.nproc is not None and args.nproc != 1  # --nproc 1: this process trains
-    if launcher and not worker and not worker_process.launched():
+    if launcher and not ddp_worker and not worker.launched():
         status = distributed.launch(args.nproc, args.argv, args.threads)
         if status == 130:
             print(f"spikeforge: interrupted{interrupted_hint(_out_dir(args))}", file=sys.stderr)
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir = _out_dir(args)
     if config.cache_dir is not None:  # checked before the run writes anything
         config.cache_dir = str(usable_cache_dir(config.cache_dir))
-    dist = distributed.setup(config.device) if worker else Dist()
+    dist = distributed.setup(config.device) if ddp_worker else Dist()
     try:
         with _terminate_as_interrupt():
             history = fit(config, out_dir, resume=bool(args.resume), overwrite=args.overwrite,
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                           log=lambda line: print(line, flush=True))
         dist.barrier()  # leave together: no rank tears down while another still writes
     except KeyboardInterrupt:
-        if dist.is_main and not worker_process.launched():
+        if dist.is_main and not worker.launched():
             print(f"spikeforge: interrupted{interrupted_hint(out_dir)}", file=sys.stderr)
         return 130
     finally:
