@@ -316,3 +316,10 @@ def test_from_nir_errors_name_the_file_or_node(tmp_path):
         edges=[("input", "a"), ("input", "b"), ("a", "output"), ("b", "output")])
     with pytest.raises(NIRError, match="feeds 2 nodes"):
         from_nir(fork)
+
+
+def test_a_folder_given_as_the_nir_file_is_named_a_folder(tmp_path):
+    (tmp_path / "run.nir").mkdir()
+    with pytest.raises(DataError, match=r"^NIR file .*run\.nir is a folder, not a file; pass the "
+                       r"path of a \.nir file$"):
+        from_nir(tmp_path / "run.nir")

@@ -90,3 +90,28 @@ def test_a_new_run_that_fails_to_start_leaves_no_folder(tmp_path, capsys):
                      "--no-download", "--no-progress"]) == 2
     assert "spikeforge: error:" in capsys.readouterr().err
     assert not (tmp_path / "parent").exists()  # nor the parent it made for it
+
+
+def test_a_new_run_that_fails_in_its_first_epoch_leaves_no_stub(tmp_path, capsys, monkeypatch):
+    """Bad data met while training (an N-MNIST recording decoded in epoch 1) left config.json,
+    metrics and TensorBoard behind, and the same command, data fixed, was refused as 'already
+    holds a run'."""
+    from spikeforge.errors import DataError
+    from spikeforge.train import trainer
+
+    data = write_mnist(tmp_path / "mnist", n_train=64, n_test=32)
+    run = tmp_path / "runs" / "run"
+
+    def damaged(*args, **kwargs):
+        raise DataError("Train/5/00001.bin is truncated; copy it again.")
+
+    good = trainer.train_one_epoch
+    monkeypatch.setattr(trainer, "train_one_epoch", damaged)
+    argv = ["train", "rleaky", "--epochs", "1", "--out-dir", str(run), "--data-dir", str(data),
+            "--no-progress", "-b", "32", "-T", "2"]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == \
+        "spikeforge: error: Train/5/00001.bin is truncated; copy it again.\n"
+    assert not (tmp_path / "runs").exists()
+    monkeypatch.setattr(trainer, "train_one_epoch", good)
+    assert cli.main(argv) == 0

@@ -158,7 +158,8 @@ def from_nir(graph: nir.NIRGraph | str | Path, dt: float | None = None,
     if isinstance(graph, (str, Path)):
         path = Path(graph)
         if not path.is_file():
-            raise DataError(f"NIR file {path} does not exist; pass the path of a .nir file")
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise DataError(f"NIR file {path} {what}; pass the path of a .nir file")
         try:
             graph = nir.read(path)
         except Exception as err:  # h5py and nir raise many types for a foreign file

@@ -23,6 +23,7 @@ training (checkpoints hold the unwrapped one), and only rank 0 writes to the run
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import time
@@ -34,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import threads
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, SpikeforgeError
 from ..fileio import writing
 from . import checkpoint
 from .build import (
@@ -288,9 +289,15 @@ def _fit(config: TrainConfig, lock: RunLock, *, resume: bool, overwrite: bool, d
                 f"test loss {test.loss:.4f} acc {test.acc:.4f}{subset}  "
                 f"{train.img_per_s:.0f} img/s  lr {lr:.3g}  {row['seconds']:.1f} s"
                 + ("  (best)" if improved else ""))
-    except BaseException:
+    except BaseException as err:
         if writer is not None:
             writer.close(raise_errors=False)  # the first error is the one to report
+        if dist.is_main and not resume and not done and not isinstance(err, KeyboardInterrupt):
+            # a new run that failed (bad data met in epoch 1, divergence) before it finished an
+            # epoch leaves no stub, so the same command can be given again once that is fixed
+            # (an interrupted one keeps its config: its hint says how to start it again)
+            with contextlib.suppress(SpikeforgeError, OSError):
+                clear_run(out_dir)
         raise
     if writer is not None:
         writer.close()
