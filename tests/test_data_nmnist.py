@@ -139,6 +139,14 @@ def test_clear_errors(tmp_path):
     with pytest.raises(DataError, match="no N-MNIST Train folder under") as info:
         NMNIST(tmp_path, train=True)
     assert str(tmp_path) in str(info.value) and "simulate-nmnist" in str(info.value)
+    (tmp_path / "Train" / "foo").mkdir(parents=True)  # a Train/ without digit folders
+    with pytest.raises(DataError, match=r"^.*Train holds no digit folders \(N-MNIST keeps each "
+                       r"class's \.bin recordings in Train/0 … Train/9\); move the recordings "
+                       r"into them\.$"):
+        NMNIST(tmp_path, train=True)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DataError, match=r"afile is a file; give the folder that holds N-MNIST"):
+        NMNIST(tmp_path / "afile", train=True)
     (tmp_path / "Train" / "4").mkdir(parents=True)
     with pytest.raises(DataError, match="no .bin files"):
         NMNIST(tmp_path, train=True)

@@ -112,6 +112,14 @@ def locate_split(root: str | os.PathLike, train: bool, download: bool = False) -
                         "to a folder with N-MNIST's Train/ and Test/ .bin files (make one with "
                         f"'spikeforge data simulate-nmnist --mnist-dir {root} --out DIR'), or "
                         "train csnn or fc-lif on this one.")
+    bare = next((base / name for base in (root, root / "NMNIST")
+                 for name in (split, split.lower()) if (base / name).is_dir()), None)
+    if bare is not None:
+        raise DataError(f"{bare} holds no digit folders (N-MNIST keeps each class's .bin "
+                        f"recordings in {split}/0 … {split}/9); move the recordings into them.")
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{root} is a file; give the folder that holds N-MNIST's Train/ and "
+                        "Test/ (or is to receive them).")
     raise DataError(f"no N-MNIST {split} folder under {root} (looked for {split}/<digit>/*.bin "
                     f"and NMNIST/{split}/); copy the .bin files there, download them there with "
                     f"'spikeforge data prepare-nmnist {root} --download', or make a simulated "
