@@ -190,6 +190,19 @@ def test_a_disk_that_fills_while_the_metrics_are_written(run_copy, capsys, monke
     assert leftovers(run_copy) == []
 
 
+def test_a_new_run_on_a_full_disk_leaves_no_stub(mnist_dir, tmp_path, capsys, monkeypatch):
+    """The disk filled while a new run wrote its first metrics: config.json stayed, and the same
+    command, space freed, was refused as 'already holds a run'."""
+    run = tmp_path / "run"
+    argv = ["train", "fc-lif", "-T", "2", "-b", "16", "--epochs", "1", "--data-dir",
+            str(mnist_dir), "--out-dir", str(run), "--no-progress"]
+    monkeypatch.setattr("spikeforge.fileio.write_bytes", _disk_full_after(10, ".metrics."))
+    fails(capsys, argv, f"{run / 'metrics.csv'} ({FULL})")
+    assert not run.exists()
+    monkeypatch.undo()
+    assert main(argv) == 0
+
+
 def test_a_disk_that_fills_while_a_figure_is_written(finished_run, tmp_path, capsys,
                                                      monkeypatch):
     from matplotlib.figure import Figure

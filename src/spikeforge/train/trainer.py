@@ -218,27 +218,12 @@ def _fit(config: TrainConfig, lock: RunLock, *, resume: bool, overwrite: bool, d
             clear_run(out_dir)
         with writing(out_dir):
             out_dir.mkdir(parents=True, exist_ok=True)
-        discard_stale_files(out_dir)
-        write_config(out_dir, config)
-        write_metrics(out_dir, history)
-        writer = _Scalars(out_dir / "tensorboard", purge_step=done + 1 if done else None)
-        log(f"{config.recipe}: {describe(config)}")
-        if resume and state is None:
-            log(f"run directory: {out_dir} (no checkpoint yet: starting it from epoch 1 with "
-                "its saved config)")
-        else:
-            log(f"run directory: {out_dir}" + (f" (resumed after epoch {done})" if resume
-                                                else ""))
-        policy = threads.current()
-        if policy is not None:
-            log(f"threads: {torch.get_num_threads()} ({policy.describe()})")
-        if done >= config.epochs:
-            log(f"{out_dir} already finished {done} of {config.epochs} epochs; nothing to do "
-                "(raise --epochs to train longer).")
     log_every = 20 if device.type == "cuda" else 1  # a host sync per progress update
     test_size = len(test_set)
     shown = show_progress and dist.is_main
     try:
+        if dist.is_main:
+            writer = _start_run(out_dir, config, history, done, resume, state is None, log)
         for epoch in range(done, config.epochs):
             tick = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
@@ -293,8 +278,9 @@ def _fit(config: TrainConfig, lock: RunLock, *, resume: bool, overwrite: bool, d
         if writer is not None:
             writer.close(raise_errors=False)  # the first error is the one to report
         if dist.is_main and not resume and not done and not isinstance(err, KeyboardInterrupt):
-            # a new run that failed (bad data met in epoch 1, divergence) before it finished an
-            # epoch leaves no stub, so the same command can be given again once that is fixed
+            # a new run that failed (a full disk, bad data met in epoch 1, divergence) before it
+            # finished an epoch leaves no stub, so the same command can be given again once
+            # that is fixed
             # (an interrupted one keeps its config: its hint says how to start it again)
             with contextlib.suppress(SpikeforgeError, OSError):
                 clear_run(out_dir)
@@ -302,6 +288,29 @@ def _fit(config: TrainConfig, lock: RunLock, *, resume: bool, overwrite: bool, d
     if writer is not None:
         writer.close()
     return history
+
+
+def _start_run(out_dir: Path, config: TrainConfig, history: list[dict[str, float]], done: int,
+               resume: bool, fresh: bool, log: Callable[[str], None]) -> _Scalars:
+    """Write the run's config and metrics so far, open its TensorBoard scalars and say what
+    runs (rank 0)."""
+    discard_stale_files(out_dir)
+    write_config(out_dir, config)
+    write_metrics(out_dir, history)
+    writer = _Scalars(out_dir / "tensorboard", purge_step=done + 1 if done else None)
+    log(f"{config.recipe}: {describe(config)}")
+    if resume and fresh:
+        log(f"run directory: {out_dir} (no checkpoint yet: starting it from epoch 1 with its "
+            "saved config)")
+    else:
+        log(f"run directory: {out_dir}" + (f" (resumed after epoch {done})" if resume else ""))
+    policy = threads.current()
+    if policy is not None:
+        log(f"threads: {torch.get_num_threads()} ({policy.describe()})")
+    if done >= config.epochs:
+        log(f"{out_dir} already finished {done} of {config.epochs} epochs; nothing to do "
+            "(raise --epochs to train longer).")
+    return writer
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
