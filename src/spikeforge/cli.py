@@ -131,12 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args._run(args) or 0)
         memory.keep_freed_memory()
         policy = threads.resolve(args.threads)
-        if (policy.fixed and policy.threads > policy.cpus and not threads.under_torchrun()
+        warning = threads.oversubscription(policy)
+        if (warning and not threads.under_torchrun()
                 and getattr(args, "nproc", None) is None):  # --nproc: its launcher warns
-            warnings.warn(SpikeforgeWarning(
-                f"{policy.source} asks for {policy.threads} threads on the {policy.cpus} CPUs "
-                "this process may use, so they will wait for each other; use "
-                f"{policy.cpus} or fewer, or leave the count out."), stacklevel=1)
+            warnings.warn(SpikeforgeWarning(warning), stacklevel=1)
         with threads.applied(policy):
             return int(args._run(args) or 0)
     except SpikeforgeError as err:

@@ -187,6 +187,22 @@ def _positive_int(text: str, where: str) -> int:
     return value
 
 
+def oversubscription(policy: ThreadPolicy, processes: int = 1) -> str | None:
+    """A one-sentence warning when ``processes`` processes of ``policy.threads`` threads each
+    need more than ``policy.cpus`` CPUs (their threads would wait for each other), else None."""
+    total = processes * policy.threads
+    if total <= policy.cpus:
+        return None
+    if processes > 1:
+        return (f"--nproc {processes} with {policy.threads} threads each runs {total} threads on "
+                f"the {policy.cpus} CPUs this process may use, so they will wait for each other; "
+                f"use --threads {max(1, policy.cpus // processes)} (or leave the count out to "
+                "split the CPUs).")
+    return (f"{policy.source} asks for {policy.threads} threads on the {policy.cpus} CPUs this "
+            f"process may use, so they will wait for each other; use {policy.cpus} or fewer, or "
+            "leave the count out.")
+
+
 def under_torchrun(environ: Mapping[str, str] | None = None) -> bool:
     """Whether this process is a worker that torchrun started (it sets ``LOCAL_WORLD_SIZE``)."""
     return "LOCAL_WORLD_SIZE" in (os.environ if environ is None else environ)

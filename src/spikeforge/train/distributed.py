@@ -145,13 +145,7 @@ def worker_env(nproc: int, threads_flag: int | None = None,
     if policy.fixed:
         env[threads.ENV] = str(policy.threads)
     env["OMP_NUM_THREADS"] = str(policy.threads)
-    warning = None
-    if nproc * policy.threads > policy.cpus:
-        warning = (f"--nproc {nproc} with {policy.threads} threads each runs "
-                   f"{nproc * policy.threads} threads on the {policy.cpus} CPUs this process may "
-                   f"use, so they will wait for each other; use --threads "
-                   f"{max(1, policy.cpus // nproc)} (or leave the count out to split the CPUs).")
-    return env, warning
+    return env, threads.oversubscription(policy, nproc)
 
 
 def _free_port() -> int:

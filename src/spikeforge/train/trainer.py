@@ -213,11 +213,8 @@ def _fit(config: TrainConfig, lock: RunLock, *, resume: bool, overwrite: bool, d
     threads.adapt(force=True)  # config.json records the count the first batch runs with
 
     writer = None
-    if dist.is_main:
-        if overwrite and out_dir.exists():
-            clear_run(out_dir)
-        with writing(out_dir):
-            out_dir.mkdir(parents=True, exist_ok=True)
+    if dist.is_main and overwrite:  # the folder exists: fit made it, or it held the old run
+        clear_run(out_dir)
     log_every = 20 if device.type == "cuda" else 1  # a host sync per progress update
     test_size = len(test_set)
     shown = show_progress and dist.is_main
@@ -280,8 +277,7 @@ def _fit(config: TrainConfig, lock: RunLock, *, resume: bool, overwrite: bool, d
         if dist.is_main and not resume and not done and not isinstance(err, KeyboardInterrupt):
             # a new run that failed (a full disk, bad data met in epoch 1, divergence) before it
             # finished an epoch leaves no stub, so the same command can be given again once
-            # that is fixed
-            # (an interrupted one keeps its config: its hint says how to start it again)
+            # that is fixed; an interrupted one keeps its config, as its hint says
             with contextlib.suppress(SpikeforgeError, OSError):
                 clear_run(out_dir)
         raise
